@@ -1,0 +1,88 @@
+"""The local backend: a :class:`~vastnb.runtime.local.LocalRuntime` built from a deployment's declarations.
+
+GPU handling: this machine's NVIDIA GPUs are discovered without importing torch
+and matched against ``image.require(...)``. Matching GPUs get workers pinned to
+them (``CUDA_VISIBLE_DEVICES``); a requirement no local GPU meets is an error
+listing them; a machine with no GPU runs workers on the CPU after a one-line
+notice.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..errors import NoMatchingGpu
+from ..runtime.local import LocalRuntime, RuntimeSpec
+
+if TYPE_CHECKING:
+    from ..deployment import Deployment
+
+__all__ = ["make_local_runtime", "matching_gpus"]
+
+_NOTICED = False
+
+
+def matching_gpus(requirement: Any) -> list[Any]:
+    """Local GPUs that meet ``requirement`` ([] on a machine without GPUs, after a one-line notice)."""
+    global _NOTICED
+    from .. import gpus as gpu_mod
+
+    found = gpu_mod.local_gpus()
+    if not found:
+        if not _NOTICED:
+            _NOTICED = True
+            print(f"vastnb: {gpu_mod.NO_GPU_NOTICE}", file=sys.stdout)
+        return []
+    if requirement is None:
+        return found
+    matching, _report = gpu_mod.match_local_gpus(requirement, found)
+    if not matching:
+        raise NoMatchingGpu(gpu_mod.no_match_message(requirement, found))
+    return matching
+
+
+def make_local_runtime(app: "Deployment") -> LocalRuntime:
+    requirement = app._image.requirement if app._image is not None else None
+    gpus = matching_gpus(requirement)
+    env = dict(app._image._envs) if app._image is not None else {}
+    spec = RuntimeSpec(
+        name=app.name,
+        functions=dict(app._specs),
+        contexts=dict(app._context_specs),
+        benchmark=app._benchmark_blob,
+        env=env,
+        gpus=gpus,
+        workers_per_gpu=app.workers_per_gpu,
+        health_timeout=app.health_check_timeout,
+        cwd=os.getcwd(),
+    )
+    runtime = LocalRuntime(spec, events=app.events)
+    runtime.policy = AutoscalerPolicy(app)
+    return runtime
+
+
+class AutoscalerPolicy:
+    """Feeds the runtime's state to the pure autoscaling policy and remembers its state between ticks."""
+
+    def __init__(self, app: "Deployment") -> None:
+        self.app = app
+        self.state: Any = None
+
+    def __call__(self, runtime: LocalRuntime, now: float) -> tuple[int, str]:
+        from .. import autoscaling as asc
+
+        settings = self.app.autoscaling
+        runtime.stats_extra.update(
+            target_util=settings.target_util, target_queue_time=settings.target_queue_time, max_workers=settings.max_workers
+        )
+        view = asc.view_from_runtime(runtime, now)
+        rec, self.state = asc.decide(view, settings, self.state)
+        stop = getattr(rec, "stop", ())
+        if stop:
+            runtime.stats_extra["drain"] = tuple(stop)
+        return rec.target, rec.reason
+
+

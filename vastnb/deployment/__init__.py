@@ -1,0 +1,9 @@
+"""What a user declares: the deployment, its image, remote functions and contexts, validated before anything starts."""
+
+from __future__ import annotations
+
+from ._deployment import Deployment, DeploymentState
+from ._image import Image
+from ._remote import RemoteFunction, RemoteOptions
+
+__all__ = ["Deployment", "DeploymentState", "Image", "RemoteFunction", "RemoteOptions"]

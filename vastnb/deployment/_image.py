@@ -1,0 +1,156 @@
+"""``Image``: the worker image and its requirements, with the official SDK's chainable methods."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+from ..errors import ConfigurationError
+
+__all__ = ["Image"]
+
+
+class Image:
+    """What workers run on: base image, installs, environment, GPU requirements.
+
+    Every method returns the image, so calls chain as in the official SDK::
+
+        image = app.image("vastai/pytorch:@vastai-automatic-tag", storage=16)
+        image.pip_install("numpy").env(MODE="dev").require(gpu_ram >= 16)
+
+    On the local backend the notebook's own environment is the image: installs
+    are recorded for export and Vast, ``env`` is applied to worker processes, and
+    ``require`` is matched against this machine's GPUs.
+    """
+
+    def __init__(self, from_image: str, storage: float = 50, *, on_change: Callable[[str], str | None] | None = None) -> None:
+        from ..query import Query
+
+        if not isinstance(from_image, str) or not from_image.strip():
+            raise ConfigurationError(
+                f"`from_image` must be a non-empty image name such as 'vastai/pytorch:@vastai-automatic-tag'. Instead got {from_image!r}."
+            )
+        if isinstance(storage, bool) or not isinstance(storage, (int, float)) or storage <= 0:
+            raise ConfigurationError(f"`storage` must be a positive number of GB. Instead got {storage!r}.")
+        self._image = from_image
+        self._storage = storage
+        self._envs: dict[str, str] = {}
+        self._runs: list[str | tuple[str, ...]] = []
+        self._venv: str | None = None
+        self._pip_installs: list[str] = []
+        self._apt_gets: list[str] = []
+        self._requires = Query.search_defaults()
+        self._picker: Any = None  # the GPU picker's requirement, replaced as a whole
+        self._copies: list[tuple[str, str]] = []
+        self._ports: set[tuple[int, str]] = {(3000, "tcp")}
+        self._on_change = on_change
+
+    # ------------------------------------------------------------------ official methods
+    def pip_install(self, *packages: str) -> "Image":
+        self._pip_installs.extend(_strings("pip_install", packages))
+        return self
+
+    def apt_get(self, *packages: str) -> "Image":
+        self._apt_gets.extend(_strings("apt_get", packages))
+        return self
+
+    def run_script(self, script: str) -> "Image":
+        self._runs.append(_strings("run_script", (script,))[0])
+        return self
+
+    def run_cmd(self, *args: str) -> "Image":
+        self._runs.append(tuple(_strings("run_cmd", args)))
+        return self
+
+    def env(self, **kwargs: str) -> "Image":
+        for key, value in kwargs.items():
+            if not isinstance(value, str):
+                raise ConfigurationError(
+                    f"environment variable {key} must be a string. Instead got {value!r} "
+                    f"({type(value).__name__}); write env({key}={str(value)!r})."
+                )
+            self._envs[key] = value
+        return self
+
+    def require(self, *queries: Any) -> "Image":
+        from ..query import Query
+
+        for q in queries:
+            if not isinstance(q, Query):
+                raise ConfigurationError(
+                    f"require() takes GPU filters such as `gpu_ram >= 16` or `gpu_name == RTX_4090` "
+                    f"(from vastnb.query). Instead got {q!r}."
+                )
+            self._requires.extend(q)
+        self._changed("requirement")
+        return self
+
+    def copy(self, src: str, dst: str) -> "Image":
+        if not os.path.exists(src):
+            raise ConfigurationError(f"copy(): source {src!r} does not exist (relative to {os.getcwd()}).")
+        self._copies.append((src, dst))
+        return self
+
+    def venv(self, path: str) -> "Image":
+        self._venv = _strings("venv", (path,))[0]
+        return self
+
+    def use_system_python(self) -> "Image":
+        self._venv = ""
+        return self
+
+    def publish_port(self, number: int, type_: str = "tcp") -> "Image":
+        if isinstance(number, bool) or not isinstance(number, int) or not 0 < number < 65536:
+            raise ConfigurationError(f"publish_port(): `number` must be a port in 1..65535. Instead got {number!r}.")
+        if type_ not in ("tcp", "udp"):
+            raise ConfigurationError(f"publish_port(): `type_` must be 'tcp' or 'udp'. Instead got {type_!r}.")
+        self._ports.add((number, type_))
+        return self
+
+    # ------------------------------------------------------------------ vastnb
+    @property
+    def requirement(self) -> Any:
+        """The full query workers must match: ``require(...)`` plus what the GPU picker applied."""
+        q = self._requires.copy()
+        if self._picker is not None:
+            q.extend(self._picker)
+        return q
+
+    def set_picker_requirement(self, query: Any) -> str | None:
+        """Replace what the GPU picker set before (None clears it); says what happens to a running deployment."""
+        from ..query import Query
+
+        if query is not None:
+            probe = self._requires.copy()
+            probe.extend(query)  # a conflict with require(...) is reported now
+            if not isinstance(query, Query):
+                raise ConfigurationError(f"expected a vastnb.query.Query. Instead got {query!r}.")
+        self._picker = query
+        return self._changed("requirement")
+
+    def _changed(self, what: str) -> str | None:
+        return self._on_change(what) if self._on_change is not None else None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "image": self._image,
+            "storage": self._storage,
+            "pip_installs": list(self._pip_installs),
+            "apt_gets": list(self._apt_gets),
+            "envs": dict(self._envs),
+            "runs": list(self._runs),
+            "copies": list(self._copies),
+            "venv": self._venv,
+            "ports": sorted(self._ports),
+            "search_params": self.requirement.unparse_query(),
+        }
+
+    def __repr__(self) -> str:
+        return f"Image({self._image!r}, storage={self._storage}, require={self.requirement.unparse_query()!r})"
+
+
+def _strings(method: str, values: tuple[Any, ...]) -> list[str]:
+    for v in values:
+        if not isinstance(v, str):
+            raise ConfigurationError(f"{method}() takes strings. Instead got {v!r} ({type(v).__name__}).")
+    return list(values)

@@ -1,0 +1,314 @@
+"""Remote functions: declaration checks, and the ways to call them from a notebook.
+
+``await fn(x)`` runs on the quickest ready worker; ``fn.call(x)`` blocks (also
+inside Jupyter's running loop); ``fn.map(inputs)`` spreads many calls over the
+workers and returns results in order. Arguments are checked against the
+signature and serialized in the caller, before anything is sent, so mistakes
+raise where they were made. Remote ``print`` output is written by the caller,
+in the caller's own context, so it lands under the cell that made the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import inspect
+import queue
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+from ..errors import ConfigurationError, SerializationError
+from ..wire import Payload, dumps_payload
+
+if TYPE_CHECKING:
+    from ._deployment import Deployment
+
+__all__ = ["RemoteFunction", "RemoteOptions"]
+
+
+@dataclass(frozen=True)
+class RemoteOptions:
+    benchmark_dataset: list[dict] | None = None
+    benchmark_generator: Callable[[], dict] | None = None
+    benchmark_runs: int = 10
+    workload_calculator: Callable[..., float] | None = None
+    allow_parallel_requests: bool = False
+    max_queue_time: float = 30.0
+    retries: int = 2
+    timeout: float = 600.0
+
+    @property
+    def has_benchmark(self) -> bool:
+        return self.benchmark_dataset is not None or self.benchmark_generator is not None
+
+
+def validate_remote(fn: Any, opts: RemoteOptions) -> None:
+    """Raise :class:`ConfigurationError` for anything wrong in a remote declaration."""
+    name = getattr(fn, "__name__", repr(fn))
+    if not callable(fn):
+        raise ConfigurationError(f"@app.remote decorates an `async def` function. Instead got {fn!r}.")
+    if not inspect.iscoroutinefunction(fn):
+        raise ConfigurationError(
+            f"remote function `{name}` must be defined with `async def` (Vast runs remote functions as "
+            f"coroutines). Change `def {name}(...)` to `async def {name}(...)`."
+        )
+    if opts.benchmark_dataset is not None and opts.benchmark_generator is not None:
+        raise ConfigurationError(
+            f"remote function `{name}` has both benchmark_dataset and benchmark_generator; give one of them."
+        )
+    runs = opts.benchmark_runs
+    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
+        raise ConfigurationError(f"`benchmark_runs` of `{name}` must be an integer >= 1. Instead got {runs!r}.")
+    for label, value in (("benchmark_generator", opts.benchmark_generator), ("workload_calculator", opts.workload_calculator)):
+        if value is not None and not callable(value):
+            raise ConfigurationError(f"`{label}` of `{name}` must be a function. Instead got {value!r}.")
+    if not isinstance(opts.allow_parallel_requests, bool):
+        raise ConfigurationError(
+            f"`allow_parallel_requests` of `{name}` must be True or False. Instead got {opts.allow_parallel_requests!r}."
+        )
+    for label, value in (("max_queue_time", opts.max_queue_time), ("timeout", opts.timeout)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ConfigurationError(f"`{label}` of `{name}` must be a positive number of seconds. Instead got {value!r}.")
+    if isinstance(opts.retries, bool) or not isinstance(opts.retries, int) or opts.retries < 0:
+        raise ConfigurationError(f"`retries` of `{name}` must be an integer >= 0. Instead got {opts.retries!r}.")
+    if opts.benchmark_dataset is not None:
+        _validate_dataset(fn, name, opts.benchmark_dataset)
+
+
+def _validate_dataset(fn: Any, name: str, dataset: Any) -> None:
+    if not isinstance(dataset, list) or not dataset:
+        raise ConfigurationError(
+            f"`benchmark_dataset` of `{name}` must be a non-empty list of dicts of arguments, "
+            f"e.g. [{{'x': 2}}]. Instead got {dataset!r}."
+        )
+    sig = inspect.signature(fn)
+    params = list(sig.parameters)
+    for i, item in enumerate(dataset):
+        if not isinstance(item, dict):
+            raise ConfigurationError(
+                f"`benchmark_dataset[{i}]` of `{name}` must be a dict of arguments such as "
+                f"{{{params[0] if params else 'x'!r}: ...}}. Instead got {item!r}."
+            )
+        try:
+            sig.bind(**item)
+        except TypeError:
+            unknown = sorted(set(item) - set(params))
+            missing = [
+                p for p, spec in sig.parameters.items()
+                if spec.default is inspect.Parameter.empty and p not in item
+                and spec.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+            ]
+            parts = []
+            if unknown:
+                parts.append(f"unknown key(s) {', '.join(map(repr, unknown))}")
+            if missing:
+                parts.append(f"missing key(s) {', '.join(map(repr, missing))}")
+            raise ConfigurationError(
+                f"`benchmark_dataset[{i}]` of `{name}` does not match its parameters "
+                f"({', '.join(params) or 'none'}): {'; '.join(parts) or 'positional-only parameters'}. "
+                "Use the parameter names as keys."
+            ) from None
+        for key, value in item.items():
+            try:
+                dumps_payload(value, f"benchmark_dataset[{i}][{key!r}]")
+            except SerializationError as exc:
+                raise ConfigurationError(str(exc)) from None
+
+
+class RemoteFunction:
+    """A notebook function that runs on the deployment's workers."""
+
+    def __init__(self, app: "Deployment", fn: Callable[..., Any], options: RemoteOptions) -> None:
+        self._app = app
+        self._fn = fn
+        self.options = options
+        self.__signature__ = inspect.signature(fn)
+        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+
+    @property
+    def name(self) -> str:
+        return self._fn.__name__
+
+    def __repr__(self) -> str:
+        return f"<remote function {self.name}{self.__signature__} on deployment {self._app.name!r}>"
+
+    def __reduce__(self) -> Any:
+        # inside remote code (another remote function calling this one) it is the plain function
+        from ..worker.core import unwrap
+
+        return (unwrap, (self._fn,))
+
+    # ------------------------------------------------------------------ preparing a call
+    def _prepare(self, args: tuple, kwargs: dict) -> tuple[Payload, float]:
+        __tracebackhide__ = True
+        try:
+            bound = self.__signature__.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{self.name}{self.__signature__}: {exc}") from None
+        spec = self._app._function_spec(self.name)
+        msg = {"op": "call", "fn": spec.hash, "args": tuple(bound.args), "kwargs": dict(bound.kwargs)}
+        try:
+            payload = dumps_payload(msg, f"the arguments of {self.name}()")
+        except SerializationError:
+            for pname, value in bound.arguments.items():
+                try:
+                    dumps_payload(value)
+                except SerializationError as exc:
+                    raise SerializationError(
+                        f"cannot send argument `{pname}` of {self.name}() to a worker: a {type(value).__module__}."
+                        f"{type(value).__qualname__} cannot be serialized ({exc.__cause__}). Pass plain data, "
+                        "or create the object on the worker (in a context's __aenter__)."
+                    ) from None
+            raise
+        workload = 100.0
+        calc = self.options.workload_calculator
+        if calc is not None:
+            try:
+                workload = float(calc(*bound.args, **bound.kwargs))
+            except Exception:  # noqa: BLE001 - as the official worker: fall back to the default
+                workload = 100.0
+            if not workload > 0:
+                workload = 100.0
+        return payload, workload
+
+    # ------------------------------------------------------------------ ways to call
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """``await fn(...)``: run on the quickest ready worker."""
+        __tracebackhide__ = True
+        payload, workload = self._prepare(args, kwargs)
+        return self._acall(payload, workload)
+
+    async def _acall(self, payload: Payload, workload: float) -> Any:
+        __tracebackhide__ = True
+        loop = asyncio.get_running_loop()
+        outbox: asyncio.Queue[tuple[str, str] | None] = asyncio.Queue()
+
+        def sink(stream: str, text: str) -> None:
+            loop.call_soon_threadsafe(outbox.put_nowait, (stream, text))
+
+        future = self._app._submit(self.name, payload, workload, sink)
+        future.add_done_callback(lambda _f: loop.call_soon_threadsafe(outbox.put_nowait, None))
+        try:
+            while True:
+                item = await outbox.get()
+                if item is None:
+                    break
+                _write(*item)
+        except asyncio.CancelledError:
+            self._app._cancel(future)
+            raise
+        while not outbox.empty():
+            item = outbox.get_nowait()
+            if item is not None:
+                _write(*item)
+        return future.result()
+
+    def call(self, *args: Any, **kwargs: Any) -> Any:
+        """Run on a worker and block until the result is back (works inside a running event loop)."""
+        __tracebackhide__ = True
+        payload, workload = self._prepare(args, kwargs)
+        return _wait_all(self._app, [(payload, workload)], self.name, progress=None)[0]
+
+    def map(self, inputs: Iterable[Any], *, return_exceptions: bool = False, progress: bool | None = None) -> list[Any]:
+        """Call once per input, spread over the workers; results in input order.
+
+        Each input is a dict of keyword arguments, a tuple of positional
+        arguments, or a single value for the first parameter. With
+        ``return_exceptions=True`` a failed call's exception is returned in its
+        place instead of raised.
+        """
+        __tracebackhide__ = True
+        prepared = [self._prepare(*_as_args(item)) for item in inputs]
+        return _wait_all(self._app, prepared, self.name, progress=progress, return_exceptions=return_exceptions)
+
+    async def amap(self, inputs: Iterable[Any], *, return_exceptions: bool = False) -> list[Any]:
+        """Like :meth:`map`, awaited."""
+        prepared = [self._prepare(*_as_args(item)) for item in inputs]
+        loop = asyncio.get_running_loop()
+
+        def sink(stream: str, text: str) -> None:
+            loop.call_soon_threadsafe(_write, stream, text)
+
+        futures = [self._app._submit(self.name, p, w, sink, kind="map") for p, w in prepared]
+        try:
+            results = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures), return_exceptions=return_exceptions)
+        except asyncio.CancelledError:
+            for f in futures:
+                self._app._cancel(f)
+            raise
+        return list(results)
+
+
+def _as_args(item: Any) -> tuple[tuple, dict]:
+    if isinstance(item, dict):
+        return (), item
+    if isinstance(item, tuple):
+        return item, {}
+    return (item,), {}
+
+
+def _write(stream: str, text: str) -> None:
+    target = sys.stderr if stream == "stderr" else sys.stdout
+    target.write(text)
+    target.flush()
+
+
+def _wait_all(app: "Deployment", prepared: list[tuple[Payload, float]], name: str, *,
+              progress: bool | None, return_exceptions: bool = False) -> list[Any]:
+    """Submit calls and block the calling thread, writing their output as it arrives."""
+    __tracebackhide__ = True
+    events: queue.SimpleQueue[tuple[str, Any, Any]] = queue.SimpleQueue()
+    kind = "map" if len(prepared) > 1 or progress is not None else "call"
+
+    def sink(stream: str, text: str) -> None:
+        events.put(("out", stream, text))
+
+    futures: list[concurrent.futures.Future[Any]] = []
+    for payload, workload in prepared:
+        fut = app._submit(name, payload, workload, sink, kind=kind)
+        fut.add_done_callback(lambda _f: events.put(("done", None, None)))
+        futures.append(fut)
+    bar = app._progress(len(futures), f"{name}.map") if (progress or (progress is None and len(futures) > 1)) else None
+    done = 0
+    try:
+        while done < len(futures):
+            what, a, b = events.get()
+            if what == "out":
+                _write(a, b)
+            else:
+                done += 1
+                if bar is not None:
+                    bar.update(1)
+                if not return_exceptions:
+                    failed = next((f for f in futures if f.done() and not f.cancelled() and f.exception() is not None), None)
+                    if failed is not None:
+                        for f in futures:
+                            if not f.done():
+                                app._cancel(f)
+                        raise failed.exception()  # type: ignore[misc]
+    except KeyboardInterrupt:
+        for f in futures:
+            if not f.done():
+                app._cancel(f)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    while True:  # output that arrived with the last result
+        try:
+            what, a, b = events.get_nowait()
+        except queue.Empty:
+            break
+        if what == "out":
+            _write(a, b)
+    results: list[Any] = []
+    for f in futures:
+        if f.cancelled():
+            results.append(asyncio.CancelledError())
+        elif f.exception() is not None:
+            results.append(f.exception())
+        else:
+            results.append(f.result())
+    return results

@@ -1,0 +1,121 @@
+"""One worker process as the runtime sees it: its process, connection, state and calls in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .._code import CodeBlob
+from ..events import WorkerSnapshot, WorkerState
+from ..wire import Connection, Payload
+
+__all__ = ["Call", "ContextSpec", "FunctionSpec", "WorkerHandle"]
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """A remote function version as the runtime runs it."""
+
+    name: str
+    blob: CodeBlob
+    allow_parallel: bool = False
+    max_queue_time: float = 30.0
+    retries: int = 2
+    timeout: float = 600.0
+    workload_calculator: Callable[..., float] | None = None
+
+    @property
+    def hash(self) -> str:
+        return self.blob.hash
+
+
+@dataclass(frozen=True)
+class ContextSpec:
+    name: str
+    hash: str
+    blob: bytes  # pickled (cls, args, kwargs)
+    sources: dict[str, list[str]]
+
+    def message(self) -> tuple[str, str, bytes, dict[str, list[str]]]:
+        return (self.name, self.hash, self.blob, self.sources)
+
+
+Sink = Callable[[str, str], None]
+
+
+@dataclass(eq=False)
+class Call:
+    id: int
+    fn: FunctionSpec
+    payload: Payload
+    workload: float
+    future: "concurrent.futures.Future[Any]"
+    sink: Sink | None = None
+    attempts: int = 0
+    worker: "WorkerHandle | None" = None
+    timer: asyncio.TimerHandle | None = None
+    created: float = field(default_factory=time.monotonic)
+    kind: str = "call"
+
+
+@dataclass(eq=False)
+class WorkerHandle:
+    id: str
+    index: int
+    gpu: Any = None  # vastnb.gpus.LocalGpu or None
+    gpu_label: str | None = None
+    state: WorkerState = WorkerState.PROVISIONING
+    process: asyncio.subprocess.Process | None = None
+    conn: Connection | None = None
+    perf_score: float | None = None
+    inflight: dict[int, Call] = field(default_factory=dict)
+    load: float = 0.0
+    code: set[str] = field(default_factory=set)
+    contexts: dict[str, str] = field(default_factory=dict)
+    phases: list[tuple[str, float]] = field(default_factory=list)
+    bench_runs: list[float] = field(default_factory=list)
+    error: str | None = None
+    started_at: float = field(default_factory=time.time)
+    ready_at: float | None = None
+    stopped_at: float | None = None
+    last_seen: float = field(default_factory=time.monotonic)
+    calls_done: int = 0
+    gpu_memory_mb: float | None = None
+    replies: dict[int, asyncio.Future] = field(default_factory=dict)
+    sinks: dict[int, Any] = field(default_factory=dict)  # output of control requests (cells)
+    log: collections.deque = field(default_factory=lambda: collections.deque(maxlen=2000))
+    stopping: bool = False
+    ping_sent: float | None = None
+    tasks: list[asyncio.Task] = field(default_factory=list)
+
+    @property
+    def serving(self) -> bool:
+        return self.state.serving and self.conn is not None and not self.conn.closed and not self.stopping
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def snapshot(self, code_version: str = "") -> WorkerSnapshot:
+        return WorkerSnapshot(
+            id=self.id,
+            state=self.state,
+            gpu=self.gpu_label,
+            perf_score=self.perf_score,
+            load=self.load,
+            queue=len(self.inflight),
+            code_version=code_version,
+            started_at=self.started_at,
+            ready_at=self.ready_at,
+            stopped_at=self.stopped_at,
+            phases=tuple(self.phases),
+            benchmark_runs=tuple(self.bench_runs),
+            error=self.error,
+            pid=self.pid,
+            gpu_memory_mb=self.gpu_memory_mb,
+            calls_done=self.calls_done,
+        )

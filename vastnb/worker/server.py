@@ -1,0 +1,350 @@
+"""The worker process: a :class:`WorkerCore` behind an authenticated frame server on 127.0.0.1.
+
+Start-up: the parent writes one JSON line on stdin (``{"id", "secret"}``) and
+keeps stdin open; the worker binds an ephemeral port on 127.0.0.1, prints
+``VASTNB_WORKER_PORT=<port>`` and serves. When stdin closes (the parent died,
+kernel restart included) the worker exits: no orphans.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pickle
+import signal
+import sys
+import threading
+import time
+import traceback
+from typing import Any
+
+from ..wire import Connection, PayloadError, ProtocolError, dumps_payload
+from .core import BenchmarkSpec, WorkerCore, format_remote_error, install_output_routing
+
+__all__ = ["main", "WorkerServer"]
+
+
+def _log(msg: str) -> None:
+    sys.__stderr__.write(f"[{time.strftime('%H:%M:%S')}] {msg}\n")
+    sys.__stderr__.flush()
+
+
+class _Output:
+    """Batches a call's output into few frames (one per loop iteration)."""
+
+    __slots__ = ("session", "req_id", "pending", "scheduled")
+
+    def __init__(self, session: "_Session", req_id: int) -> None:
+        self.session = session
+        self.req_id = req_id
+        self.pending: list[tuple[str, str]] = []
+        self.scheduled = False
+
+    def write(self, stream: str, text: str) -> None:
+        self.pending.append((stream, text))
+        if not self.scheduled:
+            self.scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.scheduled = False
+        if self.pending:
+            chunks, self.pending = self.pending, []
+            self.session.send({"op": "out", "id": self.req_id, "chunks": chunks}, self.req_id)
+
+
+class _Session:
+    """One authenticated connection from the runtime."""
+
+    def __init__(self, server: "WorkerServer", conn: Connection) -> None:
+        self.server = server
+        self.core = server.core
+        self.conn = conn
+        self.tasks: dict[int, asyncio.Task] = {}
+        self.serial = asyncio.Lock()  # serial functions run one at a time, in arrival order (the lock is FIFO)
+
+    def send(self, msg: dict, req_id: int = 0) -> None:
+        if self.conn.closed:
+            return
+        try:
+            self.conn.send(dumps_payload(msg, "message"), req_id)
+        except Exception as exc:  # noqa: BLE001 - result could not be pickled
+            if msg.get("op") == "result" and msg.get("ok"):
+                err = {
+                    "type": "vastnb.errors.SerializationError",
+                    "message": f"cannot send the result back: {exc}",
+                    "frames": [],
+                    "exception": None,
+                }
+                self.conn.send(dumps_payload({"op": "result", "id": msg["id"], "ok": False, "error": err}), req_id)
+            else:
+                raise
+
+    async def run(self) -> None:
+        try:
+            while True:
+                try:
+                    msg = await self.conn.recv()
+                except PayloadError as exc:
+                    err = format_remote_error(exc.error)
+                    err["message"] = f"the worker could not load the request: {err['message']}"
+                    self.send({"op": "result", "id": exc.req_id, "ok": False, "error": err}, exc.req_id)
+                    continue
+                if not isinstance(msg, dict) or "op" not in msg:
+                    raise ProtocolError("message without op")
+                msg.setdefault("id", self.conn.last_req_id)
+                self.dispatch(msg)
+        except EOFError:
+            pass
+        except (ProtocolError, ConnectionError) as exc:
+            _log(f"dropping connection: {exc}")
+        finally:
+            self.conn.close()
+            for task in self.tasks.values():
+                task.cancel()
+
+    # ------------------------------------------------------------------ dispatch
+    def dispatch(self, msg: dict) -> None:
+        op = msg["op"]
+        req_id = msg.get("id", 0)
+        if op == "call":
+            entry = self.core.functions.get(msg["fn"])
+            if entry is not None and entry.allow_parallel:
+                self._spawn(req_id, self._call(req_id, msg))
+            else:
+                self._spawn(req_id, self._serial_call(req_id, msg))
+        elif op == "cancel":
+            task = self.tasks.get(msg["target"])
+            if task is not None:
+                task.cancel()
+        elif op == "ping":
+            self.send({"op": "pong", "id": req_id, **self.server.stats(self)}, req_id)
+        elif op == "install":
+            try:
+                for fn_hash, data, sources, name, parallel in msg["functions"]:
+                    self.core.install(fn_hash, data, sources, name, parallel)
+                self.send({"op": "ack", "id": req_id}, req_id)
+            except Exception as exc:  # noqa: BLE001
+                self.send({"op": "ack", "id": req_id, "error": format_remote_error(exc)}, req_id)
+        elif op == "init":
+            self._spawn(req_id, self._init(req_id, msg))
+        elif op == "context":
+            self._spawn(req_id, self._contexts(req_id, msg))
+        elif op == "run":
+            self._spawn(req_id, self._run_cell(req_id, msg))
+        elif op == "bench":
+            self._spawn(req_id, self._bench(req_id, msg))
+        elif op == "stop":
+            self._spawn(req_id, self._stop(req_id, msg))
+        else:
+            raise ProtocolError(f"unknown op {op!r}")
+
+    def _spawn(self, req_id: int, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self.tasks[req_id] = task
+        task.add_done_callback(lambda _t, r=req_id: self.tasks.pop(r, None))
+
+    async def _serial_call(self, req_id: int, msg: dict) -> None:
+        try:
+            await self.serial.acquire()
+        except asyncio.CancelledError:
+            self.send({"op": "result", "id": req_id, "ok": False, "cancelled": True}, req_id)
+            return
+        try:
+            await self._call(req_id, msg)
+        finally:
+            self.serial.release()
+
+    # ------------------------------------------------------------------ handlers
+    async def _call(self, req_id: int, msg: dict) -> None:
+        out = _Output(self, req_id)
+        self.server.inflight += 1
+        try:
+            value = await self.core.call(msg["fn"], msg.get("args", ()), msg.get("kwargs", {}), out.write)
+        except asyncio.CancelledError:
+            out.flush()
+            self.send({"op": "result", "id": req_id, "ok": False, "cancelled": True}, req_id)
+            return
+        except BaseException as exc:  # noqa: BLE001 - every user error travels back
+            out.flush()
+            self.send({"op": "result", "id": req_id, "ok": False, "error": format_remote_error(exc)}, req_id)
+            return
+        finally:
+            self.server.inflight -= 1
+            self.server.calls_done += 1
+        out.flush()
+        self.send({"op": "result", "id": req_id, "ok": True, "value": value}, req_id)
+
+    async def _init(self, req_id: int, msg: dict) -> None:
+        phases: list[tuple[str, float]] = []
+        try:
+            for fn_hash, data, sources, name, parallel in msg.get("functions", []):
+                self.core.install(fn_hash, data, sources, name, parallel)
+            self.send({"op": "state", "state": "loading", "phases": phases}, req_id)
+            contexts = msg.get("contexts", [])
+            if contexts:
+                t0 = time.perf_counter()
+                spent = await asyncio.gather(*(self.core.enter_context(*c) for c in contexts))
+                for c, secs in zip(contexts, spent):
+                    phases.append((f"context {c[0]}", secs))
+                _log(f"entered {len(contexts)} context(s) in {time.perf_counter() - t0:.3f}s")
+        except BaseException as exc:  # noqa: BLE001
+            self.send({"op": "failed", "phase": "loading", "error": format_remote_error(exc), "phases": phases}, req_id)
+            return
+        score = None
+        spec_blob = msg.get("benchmark")
+        if spec_blob is not None:
+            self.send({"op": "state", "state": "benchmarking", "phases": phases}, req_id)
+            t0 = time.perf_counter()
+            try:
+                score = await self._run_benchmark(pickle.loads(spec_blob), req_id)
+            except BaseException as exc:  # noqa: BLE001
+                self.send({"op": "failed", "phase": "benchmarking", "error": format_remote_error(exc), "phases": phases}, req_id)
+                return
+            phases.append(("benchmark", time.perf_counter() - t0))
+            _log(f"benchmark complete: perf score {score:,.1f} workload units/s")
+        self.send({"op": "ready", "score": score, "phases": phases}, req_id)
+
+    async def _run_benchmark(self, spec: BenchmarkSpec, req_id: int) -> float:
+        def on_run(run: int, throughput: float) -> None:
+            self.send({"op": "bench_run", "run": run, "throughput": throughput}, req_id)
+
+        return await self.core.benchmark(spec, on_run)
+
+    async def _bench(self, req_id: int, msg: dict) -> None:
+        try:
+            score = await self._run_benchmark(pickle.loads(msg["benchmark"]), req_id)
+        except BaseException as exc:  # noqa: BLE001
+            self.send({"op": "result", "id": req_id, "ok": False, "error": format_remote_error(exc)}, req_id)
+            return
+        self.send({"op": "result", "id": req_id, "ok": True, "value": score}, req_id)
+
+    async def _contexts(self, req_id: int, msg: dict) -> None:
+        try:
+            spent = [await self.core.enter_context(*c) for c in msg["contexts"]]
+        except BaseException as exc:  # noqa: BLE001
+            self.send({"op": "result", "id": req_id, "ok": False, "error": format_remote_error(exc)}, req_id)
+            return
+        self.send({"op": "result", "id": req_id, "ok": True, "value": spent}, req_id)
+
+    async def _run_cell(self, req_id: int, msg: dict) -> None:
+        out = _Output(self, req_id)
+        try:
+            value = await self.core.run_cell(msg["source"], msg["filename"], msg.get("push", {}), msg.get("pull", []), out.write)
+        except BaseException as exc:  # noqa: BLE001
+            out.flush()
+            self.send({"op": "result", "id": req_id, "ok": False, "error": format_remote_error(exc)}, req_id)
+            return
+        out.flush()
+        self.send({"op": "result", "id": req_id, "ok": True, "value": value}, req_id)
+
+    async def _stop(self, req_id: int, msg: dict) -> None:
+        deadline = time.monotonic() + float(msg.get("grace", 10.0))
+        while self.tasks.keys() - {req_id} and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await self.core.exit_contexts()
+        self.send({"op": "bye", "id": req_id}, req_id)
+        await self.conn.drain()
+        self.server.stop()
+
+
+class WorkerServer:
+    def __init__(self, worker_id: str, secret: bytes) -> None:
+        self.core = WorkerCore(worker_id)
+        self.secret = secret
+        self.inflight = 0
+        self.calls_done = 0
+        self.refused = 0
+        self._stopped: asyncio.Event | None = None
+
+    def stats(self, session: _Session) -> dict[str, Any]:
+        out: dict[str, Any] = {"inflight": self.inflight, "queued": max(0, len(session.tasks) - self.inflight), "calls_done": self.calls_done}
+        torch = sys.modules.get("torch")
+        if torch is not None:
+            try:
+                if torch.cuda.is_available() and torch.cuda.is_initialized():
+                    out["gpu_memory_mb"] = torch.cuda.memory_reserved() / 1e6
+            except Exception:  # noqa: BLE001
+                pass
+        return out
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = await Connection.accept(reader, writer, self.secret)
+        if conn is None:
+            self.refused += 1
+            if self.refused <= 5 or self.refused % 1000 == 0:
+                _log(f"refused a connection without the cluster's secret ({self.refused} so far)")
+            return
+        await _Session(self, conn).run()
+
+    def stop(self) -> None:
+        if self._stopped is not None:
+            self._stopped.set()
+
+    async def serve(self, announce: Any) -> None:
+        self._stopped = asyncio.Event()
+        server = await asyncio.start_server(self._handle, "127.0.0.1", 0, limit=1 << 16)
+        port = server.sockets[0].getsockname()[1]
+        announce(port)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self.stop)
+            except (NotImplementedError, RuntimeError):
+                pass
+        async with server:
+            await self._stopped.wait()
+        await asyncio.wait_for(self.core.exit_contexts(), 5.0)
+
+
+def _watch_parent(loop: asyncio.AbstractEventLoop, server: WorkerServer) -> None:
+    """Exit when the parent closes our stdin (it died, or shut us down)."""
+    try:
+        while sys.stdin.buffer.read(65536):
+            pass
+    except Exception:  # noqa: BLE001
+        pass
+    loop.call_soon_threadsafe(server.stop)
+    time.sleep(6.0)
+    os._exit(0)
+
+
+def _set_parent_death_signal() -> None:
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def main() -> None:
+    _set_parent_death_signal()
+    config = json.loads(sys.stdin.readline())
+    server = WorkerServer(config["id"], bytes.fromhex(config["secret"]))
+    real_stdout = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)  # anything printed outside a call lands in the worker's log
+    sys.stdout = os.fdopen(1, "w", buffering=1)
+    install_output_routing()
+
+    def announce(port: int) -> None:
+        real_stdout.write(f"VASTNB_WORKER_PORT={port}\n")
+        real_stdout.flush()
+        real_stdout.close()
+        _log(f"worker {config['id']} (pid {os.getpid()}) serving on 127.0.0.1:{port}")
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        threading.Thread(target=_watch_parent, args=(loop, server), daemon=True).start()
+        await server.serve(announce)
+
+    try:
+        asyncio.run(run())
+    except Exception:  # noqa: BLE001
+        traceback.print_exc()
+        os._exit(1)
+    _log("worker stopped")
+    os._exit(0)
