@@ -305,6 +305,7 @@ def test_workers_die_with_their_parent(tmp_path):
     assert len(pids) == 2 and all(pid_alive(p) for p in pids)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    proc.stdout.close()
     deadline = time.monotonic() + 10
     while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)

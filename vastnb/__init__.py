@@ -19,7 +19,7 @@ In IPython/Jupyter, ``%load_ext vastnb`` adds the magics (``%vast_deployment``,
 
 from __future__ import annotations
 
-from typing import Any
+import typing as _typing
 
 from . import query
 from .deployment import Deployment, Image, RemoteFunction
@@ -59,11 +59,12 @@ __all__ = [
     "__version__",
     "load_ipython_extension",
     "query",
+    "unload_ipython_extension",
     "worker_namespace",
 ]
 
 
-def worker_namespace() -> dict[str, Any]:
+def worker_namespace() -> dict[str, _typing.Any]:
     """On a worker: the namespace shared by ``%%vast_run`` cells (so remote functions can use what they built)."""
     from .worker.core import current_core
 
@@ -75,14 +76,14 @@ def worker_namespace() -> dict[str, Any]:
         ) from None
 
 
-def load_ipython_extension(ipython: Any) -> None:
+def load_ipython_extension(ipython: _typing.Any) -> None:
     """``%load_ext vastnb``: register the magics (imported lazily so loading stays fast)."""
     from .magics import load_ipython_extension as _load
 
     _load(ipython)
 
 
-def unload_ipython_extension(ipython: Any) -> None:
+def unload_ipython_extension(ipython: _typing.Any) -> None:
     from .magics import unload_ipython_extension as _unload
 
     _unload(ipython)

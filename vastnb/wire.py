@@ -331,6 +331,14 @@ class _PeerSegments:
 # --------------------------------------------------------------------------- connection
 
 
+async def _close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    try:
+        await writer.wait_closed()
+    except (ConnectionError, OSError):
+        pass
+
+
 class Connection:
     """An authenticated frame connection over asyncio streams (either side)."""
 
@@ -356,10 +364,14 @@ class Connection:
     async def connect(cls, host: str, port: int, secret: bytes, *, use_shm: bool = True) -> "Connection":
         reader, writer = await asyncio.open_connection(host, port, limit=MAX_INLINE + 1024)
         writer.write(HANDSHAKE_MAGIC + secret)
-        answer = await reader.readexactly(2)
+        try:
+            answer = await reader.readexactly(2)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            answer = b""
         if answer != b"OK":
             writer.close()
-            raise ConnectionRefusedError("worker refused the handshake")
+            await writer.wait_closed()
+            raise ConnectionRefusedError("the worker refused the handshake (wrong secret?)")
         return cls(reader, writer, use_shm=use_shm)
 
     @classmethod
@@ -370,10 +382,10 @@ class Connection:
         try:
             hello = await asyncio.wait_for(reader.readexactly(HANDSHAKE_LEN), timeout)
         except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError, OSError):
-            writer.close()
+            await _close(writer)
             return None
         if hello[:4] != HANDSHAKE_MAGIC or not hmac.compare_digest(hello[4:], secret):
-            writer.close()
+            await _close(writer)
             return None
         writer.write(b"OK")
         return cls(reader, writer)

@@ -160,7 +160,9 @@ class Deployment:
                     f"@app.context(...) arguments do not fit `{cls.__name__}`'s constructor: {exc}."
                 ) from None
             with self._lock:
-                self._contexts[cls.__qualname__] = (cls, args, kwargs)
+                key = cls.__qualname__
+                cls.__vastnb_context__ = key  # type: ignore[attr-defined]  # travels with the class, names it on workers
+                self._contexts[key] = (cls, args, kwargs)
                 self._stale = True
                 self._registered_since_sync = True
             return cls
@@ -169,7 +171,7 @@ class Deployment:
 
     def get_context(self, context_class: type[T]) -> T:
         """Inside remote code, the worker's entered context. In the notebook there is none to return."""
-        name = getattr(context_class, "__qualname__", repr(context_class))
+        name = getattr(context_class, "__vastnb_context__", None) or getattr(context_class, "__qualname__", repr(context_class))
         if name not in self._contexts:
             known = ", ".join(sorted(self._contexts)) or "none"
             raise ConfigurationError(
@@ -282,7 +284,7 @@ class Deployment:
                 if value is None and rf._fn.__closure__:
                     free = dict(zip(rf._fn.__code__.co_freevars, (c.cell_contents for c in rf._fn.__closure__)))
                     value = free.get(name)
-                qual = getattr(value, "__qualname__", name)
+                qual = getattr(value, "__vastnb_context__", None) or getattr(value, "__qualname__", name)
                 if qual not in self._contexts:
                     known = ", ".join(sorted(self._contexts)) or "none"
                     raise ConfigurationError(

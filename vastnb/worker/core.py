@@ -183,7 +183,7 @@ class WorkerCore:
         await asyncio.gather(*(self._exit_one(e) for e in entries), return_exceptions=True)
 
     def get_context(self, cls: Any) -> Any:
-        name = getattr(cls, "__qualname__", None) or str(cls)
+        name = getattr(cls, "__vastnb_context__", None) or getattr(cls, "__qualname__", None) or str(cls)
         entry = self.contexts.get(name)
         if entry is None:
             known = ", ".join(sorted(self.contexts)) or "none"

@@ -1,0 +1,142 @@
+"""Declarations are validated before anything starts, with messages that say what to fix."""
+
+from __future__ import annotations
+
+import pytest
+
+import vastnb
+from vastnb.errors import ConfigurationError
+
+
+@pytest.fixture
+def app():
+    a = vastnb.Deployment("decl")
+    yield a
+    a.shutdown()
+    assert a.snapshot().workers == ()  # nothing was ever started
+
+
+def _msg(excinfo) -> str:
+    return str(excinfo.value)
+
+
+def test_remote_must_be_async(app):
+    with pytest.raises(ConfigurationError) as e:
+        @app.remote()
+        def square(x):
+            return x * x
+    assert _msg(e) == ("remote function `square` must be defined with `async def` (Vast runs remote functions as "
+                       "coroutines). Change `def square(...)` to `async def square(...)`.")
+
+
+def test_dataset_keys_must_match_parameters(app):
+    with pytest.raises(ConfigurationError) as e:
+        @app.remote(benchmark_dataset=[{"x": 1}, {"y": 2}])
+        async def square(x):
+            return x * x
+    assert _msg(e) == ("`benchmark_dataset[1]` of `square` does not match its parameters (x): unknown key(s) 'y'; "
+                       "missing key(s) 'x'. Use the parameter names as keys.")
+
+
+def test_dataset_and_generator_exclusive(app):
+    with pytest.raises(ConfigurationError) as e:
+        @app.remote(benchmark_dataset=[{"x": 1}], benchmark_generator=lambda: {"x": 1})
+        async def square(x):
+            return x
+    assert _msg(e) == "remote function `square` has both benchmark_dataset and benchmark_generator; give one of them."
+
+
+@pytest.mark.parametrize("runs", [0, -3, 2.5, True])
+def test_benchmark_runs_at_least_one(app, runs):
+    with pytest.raises(ConfigurationError) as e:
+        @app.remote(benchmark_dataset=[{"x": 1}], benchmark_runs=runs)
+        async def square(x):
+            return x
+    assert _msg(e) == f"`benchmark_runs` of `square` must be an integer >= 1. Instead got {runs!r}."
+
+
+def test_unserializable_dataset_value_names_it(app):
+    import threading
+
+    with pytest.raises(ConfigurationError) as e:
+        @app.remote(benchmark_dataset=[{"x": threading.Lock()}])
+        async def square(x):
+            return x
+    assert _msg(e).startswith("cannot serialize benchmark_dataset[0]['x']: TypeError: cannot pickle '_thread.lock' object.")
+
+
+def test_context_needs_aenter_and_aexit(app):
+    with pytest.raises(ConfigurationError) as e:
+        @app.context()
+        class Model:
+            async def __aenter__(self):
+                return self
+    assert _msg(e) == ("context class `Model` lacks __aexit__: a context is an async context manager. Define "
+                       "`async def __aenter__(self): ...; return self` and `async def __aexit__(self, *exc): ...`.")
+
+
+def test_context_arguments_must_fit_constructor(app):
+    with pytest.raises(ConfigurationError) as e:
+        @app.context("weights.pt", dtype="bf16")
+        class Model:
+            def __init__(self, path):
+                self.path = path
+
+            async def __aenter__(self):
+                return self
+
+            async def __aexit__(self, *exc):
+                pass
+    assert _msg(e) == "@app.context(...) arguments do not fit `Model`'s constructor: got an unexpected keyword argument 'dtype'."
+
+
+def test_get_context_in_the_notebook(app):
+    @app.context()
+    class Model:
+        async def __aenter__(self):
+            return self
+
+        async def __aexit__(self, *exc):
+            pass
+
+    class Other:
+        pass
+
+    with pytest.raises(RuntimeError) as e:
+        app.get_context(Model)
+    assert "call it inside a remote function" in _msg(e)
+    with pytest.raises(ConfigurationError) as e2:
+        app.get_context(Other)
+    assert _msg(e2).startswith("get_context(test_get_context_in_the_notebook.<locals>.Other): ")
+
+
+def test_autoscaling_validation_happens_at_configure_time(app):
+    with pytest.raises(ConfigurationError):
+        app.configure_autoscaling(target_util=1.5)
+    with pytest.raises(ConfigurationError):
+        app.configure_autoscaling(cold_workers=6, max_workers=4)
+    app.configure_autoscaling(cold_workers=2)
+    app.configure_autoscaling(max_workers=3)
+    assert (app.autoscaling.cold_workers, app.autoscaling.max_workers) == (2, 3)  # merged, not replaced
+
+
+def test_bad_constructor_arguments():
+    with pytest.raises(ConfigurationError) as e:
+        vastnb.Deployment("x", backend="cloud")
+    assert _msg(e) == "`backend` must be one of 'local', 'vast'. Instead got 'cloud'."
+    with pytest.raises(ConfigurationError) as e:
+        vastnb.Deployment("x", ttl=-1)
+    assert _msg(e) == "`ttl` must be a positive number of seconds or None. Instead got -1."
+
+
+def test_image_is_chainable_and_validated(app):
+    from vastnb.query import gpu_ram
+
+    image = app.image("vastai/pytorch:@vastai-automatic-tag", storage=16)
+    assert image.pip_install("numpy").apt_get("ffmpeg").env(MODE="dev").require(gpu_ram >= 16).run_cmd("echo", "hi") is image
+    assert image.describe()["search_params"] == "verified=true rentable=true rented=false gpu_ram>=16"
+    with pytest.raises(ConfigurationError) as e:
+        image.env(WORKERS=4)
+    assert _msg(e) == "environment variable WORKERS must be a string. Instead got 4 (int); write env(WORKERS='4')."
+    with pytest.raises(ConfigurationError):
+        image.require(gpu_ram >= 24)  # gpu_ram>= was already required

@@ -1,0 +1,644 @@
+"""The live deployment dashboard: workers, cold starts, benchmarks and autoscaling.
+
+``Dashboard(source)`` draws any *source* (an object with ``.snapshot()``,
+``.events`` and ``.name``; a :class:`vastnb.Deployment` is one)::
+
+    dash = app.dashboard()        # or %vast_status
+    dash                          # a live widget in JupyterLab, text in a terminal
+
+The widget redraws from the source's events on its own thread, at most
+``1 / min_interval`` times a second and always once after the last event, so
+the kernel and the runtime's event thread never wait on it. Where no widget
+frontend exists the same view is plain HTML (:func:`render_html`) or text
+(:func:`render_text`).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
+
+from ..events import DeploymentSnapshot, Event, EventBus, EventKind, WorkerSnapshot, WorkerState
+from . import _html as h
+
+if TYPE_CHECKING:
+    import ipywidgets
+
+__all__ = ["Dashboard", "Source", "render_html", "render_text"]
+
+log = logging.getLogger("vastnb")
+
+WINDOW = 300.0  # seconds of history the charts show
+MAX_DECISIONS = 6
+
+Sample = tuple[float, float, float, float, float, "float | None"]  # t, load, capacity, target_util, queue, target_queue
+
+
+class Source(Protocol):
+    """What a dashboard draws: a deployment, or anything shaped like one."""
+
+    name: str
+    events: EventBus
+
+    def snapshot(self) -> DeploymentSnapshot: ...
+
+
+# --- choosing what to show -------------------------------------------------------------------
+
+
+def _now(snapshot: DeploymentSnapshot, now: float | None) -> float:
+    if now is not None:
+        return now
+    return snapshot.time or time.time()
+
+
+def _visible_workers(snapshot: DeploymentSnapshot, max_stopped: int) -> tuple[list[WorkerSnapshot], int]:
+    """Live workers first (oldest first), then the most recent stopped or failed ones; and how many were left out."""
+    alive = sorted((w for w in snapshot.workers if w.state.alive), key=lambda w: (w.started_at, w.id))
+    dead = sorted(
+        (w for w in snapshot.workers if not w.state.alive),
+        key=lambda w: (w.stopped_at or w.started_at, w.id),
+        reverse=True,
+    )
+    kept = dead[:max_stopped]
+    return alive + sorted(kept, key=lambda w: (w.started_at, w.id)), len(dead) - len(kept)
+
+
+def _error_line(error: str) -> str:
+    """The last non-empty line of a traceback: usually ``Type: message``."""
+    lines = [ln.strip() for ln in error.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else "error"
+
+
+def _phase_colors(workers: Sequence[WorkerSnapshot]) -> dict[str, str]:
+    colors: dict[str, str] = {}
+    for w in workers:
+        for name, _ in w.phases:
+            if name not in colors:
+                colors[name] = h.PHASE_COLORS[len(colors) % len(h.PHASE_COLORS)]
+    return colors
+
+
+def _pending_phase(w: WorkerSnapshot, now: float) -> tuple[str, float] | None:
+    """For a starting worker: its current state and the seconds spent since the last finished phase."""
+    if not w.state.starting:
+        return None
+    elapsed = w.uptime(now) - sum(s for _, s in w.phases)
+    return (w.state.value, elapsed) if elapsed > 0.05 else None
+
+
+def _cost(snapshot: DeploymentSnapshot) -> float | None:
+    prices = [w.price_per_hour for w in snapshot.workers if w.state.alive and w.price_per_hour is not None]
+    return sum(prices) if prices else None
+
+
+def _counts(snapshot: DeploymentSnapshot) -> dict[str, int]:
+    counts: dict[str, int] = collections.Counter(w.state.value for w in snapshot.workers)
+    return {s.value: counts[s.value] for s in WorkerState if counts.get(s.value)}
+
+
+def _capacity(snapshot: DeploymentSnapshot) -> float:
+    if snapshot.autoscaler.capacity:
+        return snapshot.autoscaler.capacity
+    return sum(w.perf_score or 0.0 for w in snapshot.workers if w.state.serving)
+
+
+# --- HTML sections ---------------------------------------------------------------------------
+
+
+def header_html(snapshot: DeploymentSnapshot, now: float | None = None) -> str:
+    """Name, backend, state and the headline figures."""
+    a = snapshot.autoscaler
+    counts = _counts(snapshot)
+    alive = sum(1 for w in snapshot.workers if w.state.alive)
+    serving = sum(1 for w in snapshot.workers if w.state.serving)
+    capacity = _capacity(snapshot)
+    state_color = h.DEPLOYMENT_STATE_COLORS.get(snapshot.state, "#94a3b8")
+    title = (
+        f'<div style="display:flex;align-items:center;gap:8px;flex-wrap:wrap;margin-bottom:6px">'
+        f'<span style="font-size:15px;font-weight:650">{h.esc(snapshot.name)}</span>'
+        f"{h.chip(snapshot.backend)}{h.pill(snapshot.state, state_color)}"
+        + (h.chip(h.short_hash(snapshot.code_version), mono=True, title=f"code {snapshot.code_version}") if snapshot.code_version else "")
+        + '<span style="flex:1"></span>'
+        + "".join(
+            f'<span style="white-space:nowrap;font-size:11.5px;color:{h.MUTED};margin-left:6px">'
+            f"{h.dot(h.STATE_COLORS.get(s, '#999'), 7)}{n} {h.esc(s)}</span>"
+            for s, n in counts.items()
+            if s != WorkerState.STOPPED.value
+        )
+        + "</div>"
+    )
+    util = (a.load / capacity) if capacity else None
+    target = f"target {a.target_workers}" + (f" · max {a.max_workers}" if a.max_workers else "")
+    tiles = [
+        h.stat("Workers", f"{serving}<span style='color:{h.FAINT};font-weight:400'>/{alive}</span>", sub=target),
+        h.stat("Capacity", h.fmt_rate(capacity) if capacity else "–"),
+        h.stat("Load", h.fmt_rate(a.load), sub=f"{util:.0%} used" if util is not None else ""),
+        h.stat(
+            "Queue",
+            h.fmt_seconds(a.queue_time),
+            sub=f"target {h.fmt_seconds(a.target_queue_time)}" if a.target_queue_time is not None else "",
+            color=h.DANGER if a.target_queue_time and a.queue_time > a.target_queue_time else None,
+        ),
+        h.stat("Calls", h.fmt_count(sum(w.calls_done for w in snapshot.workers))),
+    ]
+    cost = _cost(snapshot)
+    if cost is not None:
+        tiles.append(h.stat("Cost", h.fmt_money(cost)))
+    return title + f'<div style="display:flex;flex-wrap:wrap">{"".join(tiles)}</div>'
+
+
+def workers_html(snapshot: DeploymentSnapshot, now: float | None = None, max_stopped: int = 5) -> str:
+    """The workers table, one row per worker."""
+    t = _now(snapshot, now)
+    workers, hidden = _visible_workers(snapshot, max_stopped)
+    if not workers:
+        return h.panel(h.empty("No workers yet."), title="Workers")
+    rows, styles = [], []
+    for w in workers:
+        gpu = h.esc(w.gpu or "CPU")
+        if w.gpu_memory_mb:
+            gpu += f' <span style="color:{h.FAINT};font-size:11px">{h.fmt_gb(w.gpu_memory_mb)}</span>'
+        code = h.esc(h.short_hash(w.code_version))
+        if snapshot.code_version and w.code_version and w.code_version != snapshot.code_version:
+            code = f'<span style="color:{h.DOWN}" title="runs older code; the deployment is at {h.esc(h.short_hash(snapshot.code_version))}">{code} ↻</span>'
+        err = ""
+        if w.error:
+            line = _error_line(w.error)
+            short = line if len(line) <= 48 else line[:47] + "…"
+            err = f'<span style="color:{h.DANGER}" title="{h.esc(line)}">{h.esc(short)}</span>'
+        pid = f"pid {w.pid}" if w.pid else ""
+        rows.append(
+            [
+                f'<span style="font-weight:600" title="{h.esc(pid)}">{h.esc(w.id)}</span>',
+                gpu,
+                h.state_pill(w.state.value),
+                f"<b>{h.fmt_rate(w.perf_score)}</b>" if w.perf_score is not None else f'<span style="color:{h.FAINT}">–</span>',
+                h.fmt_num(w.load),
+                h.fmt_count(w.queue),
+                f'<span style="font-family:{h.MONO};font-size:11.5px">{code}</span>',
+                h.fmt_seconds(w.uptime(t)),
+                h.fmt_count(w.calls_done),
+                err,
+            ]
+        )
+        styles.append("" if w.state.alive else "opacity:.55")
+    note = f"+{hidden} stopped earlier" if hidden else ""
+    body = h.table(
+        ["Worker", "GPU", "State", "Perf", "Load", "Queue", "Code", "Uptime", "Calls", "Last error"],
+        rows,
+        align="lllrrrlrrl",
+        row_styles=styles,
+    )
+    return h.panel(body, title="Workers", note=h.esc(note))
+
+
+def errors_html(snapshot: DeploymentSnapshot, max_stopped: int = 5) -> str:
+    """Each failed worker's traceback, folded. Kept apart from the table so an opened one stays open while the table redraws."""
+    workers, _ = _visible_workers(snapshot, max_stopped)
+    failed = [w for w in workers if w.error]
+    if not failed:
+        return ""
+    items = []
+    for w in failed:
+        items.append(
+            f'<details style="margin:2px 0"><summary style="cursor:pointer;color:{h.DANGER}">'
+            f"<b>{h.esc(w.id)}</b> · {h.esc(_error_line(w.error or ''))}</summary>"
+            f'<pre style="font-family:{h.MONO};font-size:11.5px;line-height:1.4;max-height:260px;overflow:auto;'
+            f"margin:4px 0 6px 0;padding:8px 10px;border-left:3px solid {h.DANGER};background:{h.rgba('#ef4444', 0.06)};"
+            f'white-space:pre-wrap">{h.esc((w.error or "").rstrip())}</pre></details>'
+        )
+    return h.panel("".join(items), title="Errors")
+
+
+def coldstart_html(snapshot: DeploymentSnapshot, now: float | None = None, max_stopped: int = 5) -> str:
+    """Per worker, its cold-start phases as one stacked bar on a common time scale."""
+    t = _now(snapshot, now)
+    workers, _ = _visible_workers(snapshot, max_stopped)
+    workers = [w for w in workers if w.phases or _pending_phase(w, t)]
+    if not workers:
+        return h.panel(h.empty("No worker has started yet."), title="Cold start", min_width=380)
+    colors = _phase_colors(workers)
+    pend = {w.id: _pending_phase(w, t) for w in workers}
+    totals = {w.id: sum(s for _, s in w.phases) + (pend[w.id] or ("", 0.0))[1] for w in workers}
+    scale = max(totals.values()) or 1.0
+    rows = []
+    for w in workers:
+        bar = h.stacked_hbar([(n, s, colors[n]) for n, s in w.phases], scale, width=280, pending=pend[w.id])
+        total = h.fmt_seconds(totals[w.id])
+        rows.append(
+            f'<tr><td style="padding:3px 10px 3px 0;font-weight:600;white-space:nowrap">{h.esc(w.id)}</td>'
+            f'<td style="padding:3px 8px 3px 0">{bar}</td>'
+            f'<td style="padding:3px 0;text-align:right;white-space:nowrap;color:{h.MUTED}">'
+            f"{'' if pend[w.id] is None else '≥ '}{total}</td></tr>"
+        )
+    legend = h.legend([(h.esc(n), c) for n, c in colors.items()])
+    body = legend + f'<table style="border-collapse:collapse">{"".join(rows)}</table>'
+    return h.panel(body, title="Cold start", min_width=380)
+
+
+def benchmarks_html(snapshot: DeploymentSnapshot, max_stopped: int = 5) -> str:
+    """Each worker's benchmark runs as they complete, and its score (the best run)."""
+    workers, _ = _visible_workers(snapshot, max_stopped)
+    workers = [w for w in workers if w.benchmark_runs or w.perf_score is not None or w.state is WorkerState.BENCHMARKING]
+    if not workers:
+        return h.panel(h.empty("No benchmark has run yet."), title="Benchmarks", min_width=380)
+    top = max([v for w in workers for v in w.benchmark_runs] + [w.perf_score or 0.0 for w in workers] + [1e-9])
+    rows = []
+    for w in workers:
+        runs = list(w.benchmark_runs)
+        best = runs.index(max(runs)) if runs else None
+        color = h.STATE_COLORS["benchmarking"] if w.state is WorkerState.BENCHMARKING else h.ACCENT
+        spark = h.spark_bars(runs, top, color=color, highlight=best, width=120, height=20)
+        if w.perf_score is not None:
+            score = (
+                f'<div style="display:flex;align-items:center;gap:8px">{h.hbar(w.perf_score, top, h.STATE_COLORS["ready"], width=130, title=h.fmt_rate(w.perf_score))}'
+                f"<b>{h.fmt_rate(w.perf_score)}</b></div>"
+            )
+        else:
+            score = f'<span style="color:{h.FAINT}">running…</span>' if w.state is WorkerState.BENCHMARKING else ""
+        rows.append(
+            f'<tr><td style="padding:3px 10px 3px 0;font-weight:600;white-space:nowrap">{h.esc(w.id)}</td>'
+            f'<td style="padding:3px 10px 3px 0;color:{h.MUTED};white-space:nowrap">{h.esc(w.gpu or "CPU")}</td>'
+            f'<td style="padding:3px 6px 3px 0">{spark}</td>'
+            f'<td style="padding:3px 12px 3px 0;color:{h.FAINT};font-size:11px;white-space:nowrap">{len(runs)} run{"s" if len(runs) != 1 else ""}</td>'
+            f'<td style="padding:3px 0">{score}</td></tr>'
+        )
+    return h.panel(f'<table style="border-collapse:collapse">{"".join(rows)}</table>', title="Benchmarks", note="runs · score", min_width=380)
+
+
+def _window(now: float, first: float | None) -> tuple[float, float]:
+    start = now - WINDOW if first is None else max(now - WINDOW, first)
+    return min(start, now - 30.0), now
+
+
+def autoscaling_html(snapshot: DeploymentSnapshot, samples: Sequence[Sample] = (), now: float | None = None) -> str:
+    """Load against capacity and target utilisation, queue time, workers by state over time, and the last decisions."""
+    t = _now(snapshot, now)
+    a = snapshot.autoscaler
+    capacity = _capacity(snapshot)
+    target_load = capacity * a.target_util
+    load_color, cap_color, tgt_color, q_color = h.ACCENT, "#94a3b8", "#16a34a", "#a855f7"
+    over = capacity > 0 and a.load > target_load
+    load_line = (
+        f'<div style="margin-bottom:4px">load <b>{h.fmt_rate(a.load)}</b> of capacity <b>{h.fmt_rate(capacity)}</b>'
+        f' <span style="color:{h.FAINT}">· target utilisation {a.target_util:.0%}</span></div>'
+        + h.gauge(a.load, capacity, color=h.DANGER if over else load_color, marker=target_load if capacity else None,
+                  marker_label=f"target {h.fmt_rate(target_load)}", width=300)
+    )
+    q_target = a.target_queue_time
+    queue_line = (
+        f'<div style="margin:8px 0 4px 0">queue time <b>{h.fmt_seconds(a.queue_time)}</b>'
+        + (f' <span style="color:{h.FAINT}">· target {h.fmt_seconds(q_target)}</span>' if q_target is not None else "")
+        + "</div>"
+        + h.gauge(a.queue_time, max(a.queue_time, (q_target or 0.0) * 1.5, 1e-3), color=h.DANGER if q_target and a.queue_time > q_target else q_color,
+                  marker=q_target, marker_label=f"target {h.fmt_seconds(q_target)}", width=300)
+    )
+    left = load_line + queue_line
+    if len(samples) >= 2:
+        t0, t1 = _window(t, samples[0][0])
+        pts = [s for s in samples if s[0] >= t0]
+        chart = h.line_chart(
+            [
+                h.Series("capacity", cap_color, [(s[0], s[2]) for s in pts]),
+                h.Series("target", tgt_color, [(s[0], s[2] * s[3]) for s in pts], dashed=True, width=1.4),
+                h.Series("load", load_color, [(s[0], s[1]) for s in pts], width=2.2),
+            ],
+            t0=t0, t1=t1, width=330, height=100, fmt=h.fmt_num,
+        )
+        qpts = [(s[0], s[4]) for s in pts]
+        series = [h.Series("queue time", q_color, qpts, width=2.0)]
+        if any(s[5] is not None for s in pts):
+            series.append(h.Series("target", tgt_color, [(s[0], s[5] or 0.0) for s in pts if s[5] is not None], dashed=True, width=1.4))
+        qchart = h.line_chart(series, t0=t0, t1=t1, width=330, height=70, fmt=lambda v: h.fmt_seconds(v) if v else "0")
+        left += (
+            '<div style="margin-top:10px">'
+            + h.legend([("load", load_color), ("capacity", cap_color), ("target util", tgt_color)], dashed=["target util"])
+            + chart
+            + '<div style="height:6px"></div>'
+            + h.legend([("queue time", q_color), ("target", tgt_color)], dashed=["target"])
+            + qchart
+            + "</div>"
+        )
+    # worker count by state
+    hist = [(ts, c) for ts, c in snapshot.history if ts >= t - WINDOW - 60]
+    if hist:
+        t0, t1 = _window(t, hist[0][0])
+        order = [s for s in WorkerState if s is not WorkerState.STOPPED]
+        order = [WorkerState.READY, WorkerState.BUSY] + [s for s in order if s not in (WorkerState.READY, WorkerState.BUSY)]
+        present = [s for s in order if any(c.get(s.value) for _, c in hist)]
+        layers = [(s.value, h.STATE_COLORS[s.value], [float(c.get(s.value, 0)) for _, c in hist]) for s in present]
+        right = (
+            h.legend([(s.value, h.STATE_COLORS[s.value]) for s in present])
+            + h.stacked_steps([ts for ts, _ in hist], layers, t0=t0, t1=t1, width=360, height=120)
+        )
+    else:
+        right = h.empty("No history yet.")
+    target = f'<div style="margin-bottom:4px">target <b>{a.target_workers}</b> worker{"s" if a.target_workers != 1 else ""}' + (
+        f' <span style="color:{h.FAINT}">· max {a.max_workers}</span>' if a.max_workers else ""
+    ) + "</div>"
+    charts = h.row(
+        h.panel(left, title="Load & capacity", min_width=330),
+        h.panel(target + right, title="Workers by state", note=f"last {h.fmt_seconds(WINDOW).replace(' 00s', '')}", min_width=360),
+    )
+    return h.panel(charts + decisions_html(snapshot, now=t), title="Autoscaling")
+
+
+def decisions_html(snapshot: DeploymentSnapshot, now: float | None = None) -> str:
+    """The last autoscaler decisions, newest first, each with its reason."""
+    decisions = list(snapshot.decisions[-MAX_DECISIONS:])[::-1]
+    if not decisions:
+        return h.panel(h.empty("No scaling decision yet."), title="Decisions")
+    rows = []
+    for d in decisions:
+        arrow, color = ("▲", h.UP) if d.target > d.current else ("▼", h.DOWN) if d.target < d.current else ("●", h.FAINT)
+        clock = time.strftime("%H:%M:%S", time.localtime(d.time))
+        rows.append(
+            f'<tr><td style="padding:2px 12px 2px 0;color:{h.FAINT};white-space:nowrap">{clock}</td>'
+            f'<td style="padding:2px 12px 2px 0;white-space:nowrap"><span style="color:{color}">{arrow}</span> '
+            f"<b>{d.current} → {d.target}</b></td>"
+            f'<td style="padding:2px 0">{h.esc(d.reason)}</td></tr>'
+        )
+    return h.panel(f'<table style="border-collapse:collapse">{"".join(rows)}</table>', title="Decisions")
+
+
+def sections_html(snapshot: DeploymentSnapshot, samples: Sequence[Sample] = (), now: float | None = None, max_stopped: int = 5) -> dict[str, str]:
+    """Every section's HTML by name, in display order (what the widget's children show)."""
+    t = _now(snapshot, now)
+    return {
+        "header": header_html(snapshot, now=t),
+        "workers": workers_html(snapshot, now=t, max_stopped=max_stopped),
+        "errors": errors_html(snapshot, max_stopped=max_stopped),
+        "startup": h.row(coldstart_html(snapshot, now=t, max_stopped=max_stopped), benchmarks_html(snapshot, max_stopped=max_stopped)),
+        "autoscaling": autoscaling_html(snapshot, samples, now=t),
+    }
+
+
+def render_html(snapshot: DeploymentSnapshot, *, samples: Sequence[Sample] = (), now: float | None = None, max_stopped: int = 5) -> str:
+    """The whole dashboard as one self-contained HTML fragment (inline styles and SVG only)."""
+    return h.root("".join(sections_html(snapshot, samples, now=now, max_stopped=max_stopped).values()))
+
+
+# --- text ------------------------------------------------------------------------------------
+
+
+def render_text(snapshot: DeploymentSnapshot, *, now: float | None = None, max_stopped: int = 5) -> str:
+    """The dashboard as plain text, for terminals and logs."""
+    t = _now(snapshot, now)
+    a = snapshot.autoscaler
+    counts = _counts(snapshot)
+    capacity = _capacity(snapshot)
+    head = f"{snapshot.name} ({snapshot.backend}) · {snapshot.state}"
+    if snapshot.code_version:
+        head += f" · code {h.short_hash(snapshot.code_version)}"
+    alive = sum(1 for w in snapshot.workers if w.state.alive)
+    parts = [f"{alive} worker{'s' if alive != 1 else ''}"]
+    if counts:
+        parts[0] += ": " + ", ".join(f"{n} {s}" for s, n in counts.items() if s != WorkerState.STOPPED.value)
+    parts.append(f"capacity {h.fmt_rate(capacity)}")
+    parts.append(f"load {h.fmt_rate(a.load)}")
+    parts.append(f"calls {h.fmt_count(sum(w.calls_done for w in snapshot.workers))}")
+    cost = _cost(snapshot)
+    if cost is not None:
+        parts.append(h.fmt_money(cost))
+    out = [head, "  " + " · ".join(parts)]
+
+    workers, hidden = _visible_workers(snapshot, max_stopped)
+    out.append("")
+    out.append("Workers" + (f" (+{hidden} stopped earlier)" if hidden else ""))
+    if workers:
+        rows = []
+        for w in workers:
+            code = h.short_hash(w.code_version)
+            if snapshot.code_version and w.code_version and w.code_version != snapshot.code_version:
+                code += " (old)"
+            err = _error_line(w.error) if w.error else ""
+            rows.append([
+                w.id, w.gpu or "CPU", w.state.value, h.fmt_rate(w.perf_score), h.fmt_num(w.load), h.fmt_count(w.queue),
+                code, h.fmt_seconds(w.uptime(t)), h.fmt_count(w.calls_done), err[:60],
+            ])
+        out.append(h.text_table(["ID", "GPU", "STATE", "PERF", "LOAD", "QUEUE", "CODE", "UPTIME", "CALLS", "LAST ERROR"], rows, align="lllrrrlrrl"))
+    else:
+        out.append("  no workers yet")
+
+    started = [w for w in workers if w.phases or _pending_phase(w, t)]
+    if started:
+        out += ["", "Cold start"]
+        width = max(len(w.id) for w in started)
+        for w in started:
+            pend = _pending_phase(w, t)
+            phases = [f"{n} {h.fmt_seconds(s)}" for n, s in w.phases]
+            if pend:
+                phases.append(f"{pend[0]} {h.fmt_seconds(pend[1])} so far")
+            total = sum(s for _, s in w.phases) + (pend[1] if pend else 0.0)
+            out.append(f"  {w.id.ljust(width)}  {h.fmt_seconds(total).rjust(7)}  " + " · ".join(phases))
+
+    benched = [w for w in workers if w.benchmark_runs or w.perf_score is not None]
+    if benched:
+        out += ["", "Benchmarks"]
+        top = max([v for w in benched for v in w.benchmark_runs] + [w.perf_score or 0.0 for w in benched])
+        width = max(len(w.id) for w in benched)
+        for w in benched:
+            score = f"score {h.fmt_rate(w.perf_score)}" if w.perf_score is not None else "running…"
+            out.append(f"  {w.id.ljust(width)}  {h.text_sparkline(w.benchmark_runs, top).ljust(10)}  {len(w.benchmark_runs)} runs  {score}")
+
+    out += ["", "Autoscaling"]
+    util = f" ({a.load / capacity:.0%} used, target {a.target_util:.0%})" if capacity else f" (target utilisation {a.target_util:.0%})"
+    out.append(f"  load {h.fmt_rate(a.load)} of capacity {h.fmt_rate(capacity)}{util}")
+    q = f"  queue time {h.fmt_seconds(a.queue_time)}"
+    if a.target_queue_time is not None:
+        q += f" (target {h.fmt_seconds(a.target_queue_time)})"
+    out.append(q + f" · target {a.target_workers} worker{'s' if a.target_workers != 1 else ''}" + (f" of max {a.max_workers}" if a.max_workers else ""))
+    for d in list(snapshot.decisions[-MAX_DECISIONS:])[::-1]:
+        clock = time.strftime("%H:%M:%S", time.localtime(d.time))
+        out.append(f"  {clock}  {d.current} → {d.target}  {d.reason}")
+    return "\n".join(out)
+
+
+# --- the live widget -------------------------------------------------------------------------
+
+
+class Dashboard:
+    """A live view of a deployment (or any source): a widget in Jupyter, HTML or text elsewhere.
+
+    The widget is built on first use. From then on the dashboard listens to the
+    source's events and redraws on its own thread: at most once per
+    ``min_interval`` seconds, always once after the last event, and every
+    ``tick`` seconds while the deployment runs (uptimes, charts). A ``SHUTDOWN``
+    event (or :meth:`close`) draws the final state and stops it.
+    """
+
+    def __init__(self, source: Source, *, min_interval: float = 0.1, tick: float = 1.0, max_stopped: int = 5) -> None:
+        self.source = source
+        self.min_interval = min_interval
+        self.tick = tick
+        self.max_stopped = max_stopped
+        self.redraws = 0  # how many times the widget was redrawn (tests read it)
+        self._widget: ipywidgets.VBox | None = None
+        self._sections: dict[str, ipywidgets.HTML] = {}
+        self._samples: collections.deque[Sample] = collections.deque(maxlen=4000)
+        self._wake = threading.Event()
+        self._stopping = False
+        self._closed = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._unsubscribe: Any = None
+        self._render_lock = threading.Lock()
+        self._displays: list[Any] = []
+        self._last: DeploymentSnapshot | None = None
+
+    @property
+    def name(self) -> str:
+        return str(getattr(self.source, "name", ""))
+
+    @property
+    def closed(self) -> bool:
+        """True after a ``SHUTDOWN`` event or :meth:`close`, once the final state is drawn."""
+        return self._closed.is_set()
+
+    # -- snapshots and static renderings --
+
+    def snapshot(self) -> DeploymentSnapshot:
+        return self.source.snapshot()
+
+    def _record(self, snap: DeploymentSnapshot) -> None:
+        a = snap.autoscaler
+        t = snap.time or time.time()
+        if self._samples and t <= self._samples[-1][0]:
+            return
+        self._samples.append((t, a.load, _capacity(snap), a.target_util, a.queue_time, a.target_queue_time))
+        while self._samples and self._samples[0][0] < t - WINDOW - 60:
+            self._samples.popleft()
+
+    def to_html(self) -> str:
+        """The current state as self-contained HTML."""
+        snap = self.snapshot()
+        return render_html(snap, samples=list(self._samples), max_stopped=self.max_stopped)
+
+    def to_text(self) -> str:
+        """The current state as plain text."""
+        return render_text(self.snapshot(), max_stopped=self.max_stopped)
+
+    def _repr_html_(self) -> str:
+        return self.to_html()
+
+    def __repr__(self) -> str:
+        try:
+            return self.to_text()
+        except Exception as exc:  # repr must not raise
+            return f"<Dashboard {self.name!r}: snapshot failed: {exc!r}>"
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        """Widget view (inside a kernel) plus ``text/html`` and ``text/plain``, so saved notebooks and terminals show it too."""
+        snap = self.snapshot()
+        data: dict[str, Any] = {
+            "text/plain": render_text(snap, max_stopped=self.max_stopped),
+            "text/html": render_html(snap, samples=list(self._samples), max_stopped=self.max_stopped),
+        }
+        if h.widget_frontend() and not self.closed:
+            view = self.widget._repr_mimebundle_()
+            key = "application/vnd.jupyter.widget-view+json"
+            if view and key in view:
+                data[key] = view[key]
+        return data
+
+    def _ipython_display_(self) -> None:
+        """Display the bundle under a display id, so the final redraw can swap the live widget for static HTML."""
+        from IPython.display import display
+
+        handle = display(self._repr_mimebundle_(), raw=True, display_id=True)
+        if handle is not None and not self.closed:
+            self._displays.append(handle)
+
+    # -- the widget --
+
+    @property
+    def widget(self) -> ipywidgets.VBox:
+        """The live ipywidgets view, built on first use; starts listening to the source."""
+        if self._widget is None:
+            import ipywidgets as w
+
+            names = ["header", "workers", "errors", "startup", "autoscaling"]
+            self._sections = {n: w.HTML(layout=w.Layout(width="100%", margin="0")) for n in names}
+            self._widget = w.VBox(list(self._sections.values()), layout=w.Layout(width="100%", padding="4px 2px"))
+            self._widget.add_class("vastnb-dashboard")
+            self._redraw()
+            if not self.closed:
+                self._unsubscribe = self.source.events.subscribe(self._on_event)
+                self._thread = threading.Thread(target=self._run, name=f"vastnb-dashboard-{self.name}", daemon=True)
+                self._thread.start()
+        return self._widget
+
+    def _on_event(self, event: Event) -> None:
+        # Runs on the publisher's thread: flag and return.
+        if event.kind is EventKind.LOG:
+            return
+        if event.kind is EventKind.SHUTDOWN:
+            self._stopping = True
+        self._wake.set()
+
+    def refresh(self) -> None:
+        """Ask for a redraw (it happens on the dashboard's thread)."""
+        self._wake.set()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop listening, draw the final state, and end the dashboard's thread."""
+        self._stopping = True
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+        elif thread is None:
+            self._finish()
+
+    def _run(self) -> None:
+        while True:
+            live = self._last is not None and self._last.state in ("starting", "running")
+            self._wake.wait(self.tick if live else None)
+            self._wake.clear()
+            if self._stopping:
+                break
+            self._redraw()
+            time.sleep(self.min_interval)  # the rate limit; events meanwhile leave _wake set: the trailing redraw
+        self._finish()
+
+    def _finish(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        if self._widget is not None:
+            self._redraw()
+        self._closed.set()
+        for handle in self._displays:
+            try:  # a finished dashboard becomes static HTML, which survives saving the notebook
+                snap = self._last or self.snapshot()
+                handle.update(
+                    {"text/plain": render_text(snap, max_stopped=self.max_stopped),
+                     "text/html": render_html(snap, samples=list(self._samples), max_stopped=self.max_stopped)},
+                    raw=True,
+                )
+            except Exception:
+                log.debug("could not update a dashboard display", exc_info=True)
+        self._displays.clear()
+
+    def _redraw(self) -> None:
+        with self._render_lock:
+            try:
+                snap = self.snapshot()
+            except Exception:
+                log.exception("dashboard: snapshot() failed")
+                return
+            self._last = snap
+            self._record(snap)
+            sections = sections_html(snap, list(self._samples), max_stopped=self.max_stopped)
+            for name, value in sections.items():
+                widget = self._sections.get(name)
+                if widget is None:
+                    continue
+                html = h.root(value) if value else ""
+                if widget.value != html:
+                    widget.value = html
+                widget.layout.display = None if value else "none"
+            self.redraws += 1
