@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import time
 from typing import TYPE_CHECKING, Any
 
 from ..errors import NoMatchingGpu
@@ -65,24 +66,40 @@ def make_local_runtime(app: "Deployment") -> LocalRuntime:
 
 
 class AutoscalerPolicy:
-    """Feeds the runtime's state to the pure autoscaling policy and remembers its state between ticks."""
+    """Feeds the runtime's state to the pure policy (:func:`vastnb.autoscaling.decide`) each control period."""
 
     def __init__(self, app: "Deployment") -> None:
+        from ..autoscaling import LoadMeter, PolicyState
+
         self.app = app
-        self.state: Any = None
+        self.state = PolicyState()
+        self.meter = LoadMeter(started_at=time.monotonic())
+        self.seen = 0
+
+    def view(self, runtime: LocalRuntime, now: float) -> Any:
+        from ..autoscaling import ScalingView, WorkerView
+
+        fresh = runtime.arrivals_total - self.seen
+        if fresh > 0:
+            for t, w in list(runtime.arrivals)[-fresh:]:
+                self.meter.record(t, w)
+            self.seen = runtime.arrivals_total
+        workers = tuple(
+            WorkerView(h.id, h.state, h.perf_score, h.load, h.idle_since)
+            for h in runtime.workers.values() if h.state.alive and not h.stopping
+        )
+        waiting = now - runtime.pending[0].created if len(runtime.pending) else 0.0
+        return ScalingView(
+            now=now, workers=workers, load=self.meter.rate(now), queue_time=waiting,
+            last_request_at=runtime.last_activity(), machine_max_workers=runtime.machine_max_workers(),
+        )
 
     def __call__(self, runtime: LocalRuntime, now: float) -> tuple[int, str]:
-        from .. import autoscaling as asc
+        from ..autoscaling import decide
 
         settings = self.app.autoscaling
-        runtime.stats_extra.update(
-            target_util=settings.target_util, target_queue_time=settings.target_queue_time, max_workers=settings.max_workers
-        )
-        view = asc.view_from_runtime(runtime, now)
-        rec, self.state = asc.decide(view, settings, self.state)
-        stop = getattr(rec, "stop", ())
-        if stop:
-            runtime.stats_extra["drain"] = tuple(stop)
+        rec, self.state = decide(self.view(runtime, now), settings, self.state)
+        runtime.drain_hint = tuple(rec.stop)
+        last = runtime.decisions[-1] if runtime.decisions else None
+        runtime.autoscaler = rec.to_snapshot(settings, last if rec.target == runtime.target else None)
         return rec.target, rec.reason
-
-

@@ -68,9 +68,9 @@ def validate_remote(fn: Any, opts: RemoteOptions) -> None:
         raise ConfigurationError(
             f"`allow_parallel_requests` of `{name}` must be True or False. Instead got {opts.allow_parallel_requests!r}."
         )
-    for label, value in (("max_queue_time", opts.max_queue_time), ("timeout", opts.timeout)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise ConfigurationError(f"`{label}` of `{name}` must be a positive number of seconds. Instead got {value!r}.")
+    for label, seconds in (("max_queue_time", opts.max_queue_time), ("timeout", opts.timeout)):
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0:
+            raise ConfigurationError(f"`{label}` of `{name}` must be a positive number of seconds. Instead got {seconds!r}.")
     if isinstance(opts.retries, bool) or not isinstance(opts.retries, int) or opts.retries < 0:
         raise ConfigurationError(f"`retries` of `{name}` must be an integer >= 0. Instead got {opts.retries!r}.")
     if opts.benchmark_dataset is not None:

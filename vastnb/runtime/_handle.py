@@ -90,6 +90,7 @@ class WorkerHandle:
     log: collections.deque = field(default_factory=lambda: collections.deque(maxlen=2000))
     stopping: bool = False
     ping_sent: float | None = None
+    idle_since: float | None = None  # monotonic time the worker last became idle; None while busy
     tasks: list[asyncio.Task] = field(default_factory=list)
 
     @property

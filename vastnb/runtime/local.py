@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import dataclasses
 import itertools
 import json
 import os
@@ -55,6 +56,7 @@ SERIAL_WINDOW = 8  # calls in flight per worker for serial functions (one runs, 
 PARALLEL_WINDOW = 64
 START_TIMEOUT = 60.0
 CONTROL_PERIOD = 0.5
+CPU_WORKER_CAP = 8  # workers on a machine without GPUs (they share its cores)
 
 
 @dataclass
@@ -81,6 +83,53 @@ def fixed_policy(count: int) -> ScalePolicy:
     return policy
 
 
+class _CallQueue:
+    """The runtime's FIFO of calls waiting for a worker, keeping their total workload."""
+
+    def __init__(self) -> None:
+        self._calls: collections.deque[Call] = collections.deque()
+        self.load = 0.0
+
+    def append(self, call: Call) -> None:
+        self._calls.append(call)
+        self.load += call.workload
+
+    def appendleft(self, call: Call) -> None:
+        self._calls.appendleft(call)
+        self.load += call.workload
+
+    def popleft(self) -> Call:
+        call = self._calls.popleft()
+        self.load = max(0.0, self.load - call.workload) if self._calls else 0.0
+        return call
+
+    def remove(self, call: Call) -> None:
+        self._calls.remove(call)
+        self.load = max(0.0, self.load - call.workload) if self._calls else 0.0
+
+    def clear(self) -> None:
+        self._calls.clear()
+        self.load = 0.0
+
+    def __getitem__(self, i: int) -> Call:
+        return self._calls[i]
+
+    def __iter__(self) -> Any:
+        return iter(self._calls)
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+
+def _close_pipes(process: asyncio.subprocess.Process) -> None:
+    """Release a finished worker's pipes now rather than at garbage collection."""
+    if process.stdin is not None:
+        process.stdin.close()
+    transport = getattr(process, "_transport", None)
+    if transport is not None:
+        transport.close()
+
+
 class LocalRuntime:
     """Worker processes for one deployment. Create, :meth:`start`, submit calls, :meth:`shutdown`."""
 
@@ -90,7 +139,7 @@ class LocalRuntime:
         self.events = events or EventBus()
         self.secret = secrets.token_bytes(32)
         self.workers: dict[str, WorkerHandle] = {}
-        self.pending: collections.deque[Call] = collections.deque()
+        self.pending = _CallQueue()
         self._ids = itertools.count(1)
         self._worker_seq = itertools.count(1)
         self._thread: LoopThread | None = None
@@ -109,6 +158,9 @@ class LocalRuntime:
         self._flush_scheduled = False
         self._control_task: asyncio.Task | None = None
         self.stats_extra: dict[str, Any] = {}
+        self.arrivals_total = 0
+        self.drain_hint: tuple[str, ...] = ()  # which idle workers the policy would drain first
+        self.autoscaler: AutoscalerSnapshot | None = None  # the policy's latest figures
 
     # ================================================================== public, thread-safe
     @property
@@ -155,12 +207,15 @@ class LocalRuntime:
     def snapshot(self) -> DeploymentSnapshot:
         workers = tuple(h.snapshot(self._code_version(h)) for h in list(self.workers.values()))
         last = self.decisions[-1] if self.decisions else None
+        figures = self.autoscaler
+        if figures is not None and last is not None and figures.last_decision != last:
+            figures = dataclasses.replace(figures, last_decision=last)
         return DeploymentSnapshot(
             name=self.spec.name,
             backend="local",
             state=self.state,
             workers=workers,
-            autoscaler=AutoscalerSnapshot(
+            autoscaler=figures or AutoscalerSnapshot(
                 load=self.load_rate(),
                 capacity=self.capacity(),
                 target_util=float(self.stats_extra.get("target_util", 0.9)),
@@ -234,7 +289,7 @@ class LocalRuntime:
     def recent_queue_time(self, window: float = 10.0) -> float:
         now = time.monotonic()
         recent = [q for t, q in self.queue_times if now - t <= window]
-        waiting = [now - c.created for c in self.pending]
+        waiting = [now - self.pending[0].created] if self.pending else []
         return max(recent + waiting, default=0.0)
 
     def last_activity(self) -> float | None:
@@ -244,7 +299,7 @@ class LocalRuntime:
         serving = self.serving()
         if not serving:
             return None
-        queued = sum(c.workload for c in self.pending) + sum(h.load for h in serving) + extra
+        queued = self.pending.load + sum(h.load for h in serving) + extra
         return queued / max(self.capacity(), 1e-9)
 
     # ================================================================== loop side
@@ -299,7 +354,7 @@ class LocalRuntime:
                 self._launch()
         elif len(alive) > self.target:
             idle = [h for h in alive if h.state.serving and not h.inflight]
-            idle.sort(key=lambda h: (h.perf_score or 0.0))
+            idle.sort(key=lambda h: (h.id not in self.drain_hint, h.perf_score or 0.0))
             for handle in idle[: len(alive) - self.target]:
                 asyncio.create_task(self._drain(handle))
         if self.state == "starting" and any(h.serving for h in self.workers.values()):
@@ -321,9 +376,10 @@ class LocalRuntime:
         return []
 
     def machine_max_workers(self) -> int | None:
+        """GPU slots when the machine has GPUs; without one, a bound that keeps a laptop usable."""
         if self.spec.gpus:
             return len(self._machine_slots())
-        return os.cpu_count() or 1
+        return max(CPU_WORKER_CAP, os.cpu_count() or 1)
 
     def _pick_gpu(self) -> Any:
         slots = self._machine_slots()
@@ -411,6 +467,7 @@ class LocalRuntime:
     async def _watch_exit(self, handle: WorkerHandle, process: asyncio.subprocess.Process) -> None:
         code = await process.wait()
         await asyncio.sleep(0.05)  # let the reader see EOF and the log reader drain
+        _close_pipes(process)
         if handle.stopping and code == 0:
             self._finish_stop(handle)
             return
@@ -479,6 +536,7 @@ class LocalRuntime:
             handle.phases.extend(p for p in msg.get("phases", []) if p not in handle.phases)
             handle.state = WorkerState.READY
             handle.ready_at = time.time()
+            handle.idle_since = time.monotonic()
             self.start_failures = 0
             self._publish_worker(handle)
             self._resolve_waiters()
@@ -601,6 +659,7 @@ class LocalRuntime:
                 limit=call.fn.max_queue_time, estimated_wait=wait))
             return
         self.arrivals.append((time.monotonic(), call.workload))
+        self.arrivals_total += 1
         call.timer = self.loop.call_later(call.fn.timeout, self._expire, call)
         self.pending.append(call)
         self._dispatch()
@@ -637,6 +696,7 @@ class LocalRuntime:
         call.attempts += 1
         call.worker = handle
         handle.inflight[call.id] = call
+        handle.idle_since = None
         handle.load += call.workload
         self.queue_times.append((time.monotonic(), time.monotonic() - call.created))
         try:
@@ -651,6 +711,8 @@ class LocalRuntime:
         handle.inflight.pop(call.id, None)
         handle.load = max(0.0, handle.load - call.workload)
         handle.calls_done += 1
+        if not handle.inflight:
+            handle.idle_since = time.monotonic()
         if not handle.inflight and handle.state == WorkerState.BUSY:
             handle.state = WorkerState.READY
             self._publish_worker(handle, immediate=False)
@@ -827,8 +889,22 @@ class LocalRuntime:
         await asyncio.gather(*(self._drain(h, grace=timeout / 2) for h in handles), return_exceptions=True)
         for h in self.workers.values():
             self._kill(h)
-            for task in h.tasks:
-                task.cancel()
+        for h in self.workers.values():
+            if h.process is not None:
+                try:
+                    await asyncio.wait_for(h.process.wait(), 5)
+                except asyncio.TimeoutError:
+                    pass
+                _close_pipes(h.process)
+            if h.conn is not None:
+                try:
+                    await asyncio.wait_for(h.conn.writer.wait_closed(), 1)
+                except (asyncio.TimeoutError, ConnectionError, OSError):
+                    pass
+        tasks = [t for h in self.workers.values() for t in h.tasks if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         self.state = "shut down"
         self.events.publish(Event(EventKind.SHUTDOWN, time.time()))
         self._resolve_waiters()

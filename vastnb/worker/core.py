@@ -213,7 +213,9 @@ class WorkerCore:
         tree = ast.parse(source, filename=filename, mode="exec")
         last = None
         if tree.body and isinstance(tree.body[-1], ast.Expr):
-            last = ast.Expression(tree.body.pop().value)
+            expr = tree.body.pop()
+            assert isinstance(expr, ast.Expr)
+            last = ast.Expression(expr.value)
         flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
         token = _sink.set(sink)
         try:

@@ -9,6 +9,7 @@ kernel restart included) the worker exits: no orphans.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import pickle
@@ -26,8 +27,10 @@ __all__ = ["main", "WorkerServer"]
 
 
 def _log(msg: str) -> None:
-    sys.__stderr__.write(f"[{time.strftime('%H:%M:%S')}] {msg}\n")
-    sys.__stderr__.flush()
+    err = sys.__stderr__
+    if err is not None:
+        err.write(f"[{time.strftime('%H:%M:%S')}] {msg}\n")
+        err.flush()
 
 
 class _Output:
@@ -71,7 +74,7 @@ class _Session:
             self.conn.send(dumps_payload(msg, "message"), req_id)
         except Exception as exc:  # noqa: BLE001 - result could not be pickled
             if msg.get("op") == "result" and msg.get("ok"):
-                err = {
+                err: dict[str, Any] = {
                     "type": "vastnb.errors.SerializationError",
                     "message": f"cannot send the result back: {exc}",
                     "frames": [],
@@ -143,7 +146,10 @@ class _Session:
     def _spawn(self, req_id: int, coro: Any) -> None:
         task = asyncio.create_task(coro)
         self.tasks[req_id] = task
-        task.add_done_callback(lambda _t, r=req_id: self.tasks.pop(r, None))
+        task.add_done_callback(functools.partial(self._forget, req_id))
+
+    def _forget(self, req_id: int, _task: asyncio.Task) -> None:
+        self.tasks.pop(req_id, None)
 
     async def _serial_call(self, req_id: int, msg: dict) -> None:
         try:

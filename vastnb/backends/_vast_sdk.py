@@ -1,0 +1,378 @@
+"""The official ``vastai`` SDK as the Vast backend uses it: clients, deploy, and keeping secrets out of sight.
+
+Everything here goes through the SDK's own objects (``AsyncClient``,
+``CoroutineServerless``, ``DeploymentConfig``, the tarball and content-hash
+helpers, ``ManagedDeployment.upload``, ``queue_endpoint_request``). Where the
+SDK's convenience layer breaks, its pieces are called directly:
+
+* ``ensure_ready()`` calls ``asyncio.run`` (fails inside Jupyter's loop), and on
+  Python 3.11 ``async_ensure_ready()`` fails on
+  ``NamedTemporaryFile(delete_on_close=...)``; :meth:`SdkSession.deploy` runs the
+  same steps (config and tarball from the SDK's ``Deployment``,
+  ``put_deployment``, ``upload``, ``update_workers`` on a soft update) on the
+  backend's own event loop, without the per-call heartbeat thread it would leak.
+* ``AsyncClient`` downloads Vast's root certificate from console.vast.ai even
+  when pointed at another server: for plain-http servers the session is given
+  the default context it would build (nothing to verify), and for https the
+  certificate it fetched gets ``VERIFY_X509_STRICT`` cleared, as the SDK's own
+  ``_ServerlessBase`` does (Python 3.13 otherwise rejects Vast's root).
+* ``Endpoint.get_workers()`` on a Deployment's client raises AttributeError
+  (``_session`` is None under a transport owner); workers are read from the same
+  autoscaler route with the SDK's ``_make_request`` and ``Worker.from_dict``.
+
+Secrets: the user's API key and each endpoint's own key are registered with
+:func:`register_secret`; :func:`redact` removes them (and any ``api_key=…`` or
+``Bearer …``) from every message vastnb shows, and a logging filter does the
+same for the SDK's loggers (its aiohttp errors echo URLs that carry
+``?api_key=``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import shutil
+import ssl
+import tempfile
+import threading
+from dataclasses import dataclass
+from typing import Any, Awaitable, TypeVar
+
+from ..errors import ConfigurationError, VastnbError
+
+__all__ = [
+    "OffersSummary",
+    "SdkSession",
+    "VastApiError",
+    "redact",
+    "register_secret",
+    "resolve_api_key",
+    "search_offers",
+]
+
+T = TypeVar("T")
+DEFAULT_WEBSERVER = "https://console.vast.ai"
+_SECRETS: set[str] = set()
+_SECRETS_LOCK = threading.Lock()
+_PATTERNS = [
+    re.compile(r"(api_key=)[^&\s'\"<>]+"),
+    re.compile(r"(['\"]api_key['\"]\s*:\s*['\"])[^'\"]*"),
+    re.compile(r"(Bearer\s+)[A-Za-z0-9._~+/=-]+"),
+]
+MASK = "***"
+
+
+class VastApiError(VastnbError, RuntimeError):
+    """A call to Vast's API (through the official SDK) failed; the message says which and why."""
+
+
+# =========================================================================== secrets
+
+
+def register_secret(value: str | None) -> None:
+    if value and len(value) >= 4:
+        with _SECRETS_LOCK:
+            _SECRETS.add(value)
+        _install_log_redaction()
+
+
+def redact(text: Any) -> str:
+    """``text`` without any registered secret, ``api_key=…`` value or bearer token."""
+    out = str(text)
+    with _SECRETS_LOCK:
+        secrets = sorted(_SECRETS, key=len, reverse=True)
+    for secret in secrets:
+        if secret in out:
+            out = out.replace(secret, MASK)
+    for pattern in _PATTERNS:
+        out = pattern.sub(lambda m: m.group(1) + MASK, out)
+    return out
+
+
+class _RedactingFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a broken record is not ours to fix
+            return True
+        clean = redact(message)
+        if clean != message or record.args:
+            record.msg, record.args = clean, None
+        if record.exc_info and record.exc_info[1] is not None:
+            text = logging.Formatter().formatException(record.exc_info)
+            record.exc_info, record.exc_text = None, redact(text)
+        return True
+
+
+_FILTER = _RedactingFilter()
+# Loggers the SDK's client side writes to (module loggers under "vastai" and one per client class).
+_SDK_LOGGERS = ("vastai", "vastai.serverless.client.session", "CoroutineServerless", "Serverless", "asyncio", "vastnb")
+
+
+def _install_log_redaction() -> None:
+    for name in _SDK_LOGGERS:
+        logger = logging.getLogger(name)
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)
+        for handler in logger.handlers:
+            if _FILTER not in handler.filters:
+                handler.addFilter(_FILTER)
+
+
+# =========================================================================== api key
+
+
+def resolve_api_key(explicit: str | None) -> str:
+    """The argument, else ``VAST_API_KEY``, else the SDK's key file (the SDK's own resolution)."""
+    from vastai._base import _APIKEY_SENTINEL, _resolve_api_key
+
+    if explicit is not None and (not isinstance(explicit, str) or not explicit.strip()):
+        raise ConfigurationError("`api_key` must be a non-empty string or None (then VAST_API_KEY or the SDK's key file is used).")
+    try:
+        key = _resolve_api_key(_APIKEY_SENTINEL if explicit is None else explicit)
+    except RuntimeError as exc:
+        raise ConfigurationError(
+            f"backend='vast' needs a Vast API key and found none: {exc}. Create one at "
+            "https://cloud.vast.ai/manage-keys/ and pass api_key=..., set VAST_API_KEY, or run `vastai set api-key KEY`."
+        ) from None
+    register_secret(key)
+    return key
+
+
+# =========================================================================== errors
+
+
+async def guarded(what: str, awaitable: Awaitable[T]) -> T:
+    """Await an SDK call; its failure becomes a redacted :class:`VastApiError` naming ``what``.
+
+    The original exception is not chained (its text may carry a key): the new
+    one is raised outside the ``except`` block, so ``__context__`` stays empty.
+    """
+    try:
+        return await awaitable
+    except (asyncio.CancelledError, VastnbError):
+        raise
+    except Exception as exc:  # noqa: BLE001
+        err = VastApiError(redact(f"{what} failed: {_describe(exc)}"))
+    raise err
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    name = type(exc).__name__
+    return f"{name}: {text}" if text and name not in ("Exception", "RuntimeError") else (text or name)
+
+
+# =========================================================================== session
+
+
+@dataclass
+class DeployResult:
+    deployment_id: int
+    endpoint_id: int
+    action: str
+    uploaded: bool
+    workergroup_id: int | None
+    file_hash: str
+
+
+class SdkSession:
+    """The SDK's clients for one deployment. Create on any thread; use the async methods on one event loop."""
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        name: str,
+        tag: str = "default",
+        version_label: str | None = None,
+        ttl: float | None = None,
+        webserver_url: str | None = None,
+        autoscaler_url: str | None = None,
+        autoscaler_instance: str = "prod",
+    ) -> None:
+        from vastai.serverless.remote.deploy import Deployment as SdkDeployment
+
+        self.api_key = api_key
+        register_secret(api_key)
+        self.webserver_url = (webserver_url or DEFAULT_WEBSERVER).rstrip("/")
+        self.sdk = SdkDeployment(
+            api_key=api_key, ttl=ttl, autoscaler_instance=autoscaler_instance, autoscaler_url=autoscaler_url,
+            webserver_url=self.webserver_url, name=name, tag=tag, version_label=version_label,
+        )
+        self.async_client = self.sdk.async_client
+        self.client = self.sdk.client  # CoroutineServerless sharing async_client's session
+        self.autoscaler_url: str = self.client.autoscaler_url.rstrip("/")
+        self.managed: Any = None  # ManagedDeployment after deploy()
+        self.endpoint: Any = None  # routing Endpoint
+        self.endpoint_key: str | None = None
+        _install_log_redaction()
+
+    async def open(self) -> None:
+        """Prepare the SSL context the SDK would otherwise download from console.vast.ai for any server."""
+        if self.async_client._ssl_context is None:
+            if not (self.webserver_url.startswith("https") or self.autoscaler_url.startswith("https")):
+                self.async_client._ssl_context = ssl.create_default_context()
+            else:
+                async with sdk_errors("fetching Vast's root certificate"):
+                    ctx = await self.async_client.get_ssl_context()
+                ctx.verify_flags &= ~ssl.VERIFY_X509_STRICT
+        await self.async_client._get_session(use_context=True)
+
+    async def close(self) -> None:
+        try:
+            await self.async_client.close(force=True)
+        except Exception:  # noqa: BLE001
+            pass
+
+    # ------------------------------------------------------------------ deploy
+    async def deploy(self, module_source: str, image: Any, *, autoscaling: dict[str, Any],
+                     copies: list[tuple[str, str]]) -> DeployResult:
+        """Register (and upload, and soft-update) a deployment module through the SDK, as ``async_ensure_ready`` would."""
+        from vastai.serverless.remote.deploy import _FullDeployment
+
+        staging = tempfile.mkdtemp(prefix="vastnb-deploy-")
+        try:
+            path = os.path.join(staging, "deployment.py")
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(module_source)
+            self.sdk._image = _sdk_image(image, copies)
+            self.sdk._autoscaling = dict(autoscaling)
+            self.sdk.root_module = "deployment"
+            self.sdk.file = path
+            tar_path = os.path.join(staging, "deployment.tar.gz")
+            config = self.sdk._into_deployment_config_and_tarball(tar_path)
+            async with sdk_errors(f"registering deployment {self.sdk.name!r} with Vast"):
+                managed = await self.client.put_deployment(config)
+            uploaded = managed.needs_upload
+            if uploaded:
+                async with sdk_errors(f"uploading deployment {self.sdk.name!r}"):
+                    await managed.upload(tar_path)
+            wg_id = managed.workergroup_id
+            if managed.action == "soft_update":
+                async with sdk_errors(f"starting the rolling update of deployment {self.sdk.name!r}"):
+                    wg_id = wg_id or await self.client.find_workergroup_for_endpoint(managed.endpoint_id)
+                    if wg_id:
+                        await self.client.update_workers(wg_id)
+            self.managed = managed
+            self.sdk._inner = _FullDeployment("deployment", managed)
+            return DeployResult(managed.id, managed.endpoint_id, managed.action or "", uploaded, wg_id, config.file_hash)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    async def routing_endpoint(self) -> Any:
+        """The endpoint object calls are routed through (its data carries the endpoint's own key)."""
+        if self.endpoint is None:
+            from vastai.serverless.client.endpoint import Endpoint
+
+            async with sdk_errors(f"reading endpoint {self.managed.endpoint_id}"):
+                data = await self.client.fetch_endpoint(self.managed.endpoint_id)
+            register_secret(data.api_key)
+            self.endpoint_key = data.api_key
+            self.endpoint = Endpoint(client=self.client, data=data)
+        return self.endpoint
+
+    # ------------------------------------------------------------------ status
+    async def endpoint_data(self) -> Any:
+        async with sdk_errors(f"reading endpoint {self.managed.endpoint_id}"):
+            return await self.client.fetch_endpoint(self.managed.endpoint_id)
+
+    async def workers(self) -> list[tuple[Any, dict[str, Any]]]:
+        """``(Worker, raw row)`` pairs; the raw row keeps fields ``Worker`` drops (price, GPU)."""
+        from vastai.serverless.client.connection import _make_request
+        from vastai.serverless.client.worker import Worker
+
+        endpoint_id = self.managed.endpoint_id
+        async with sdk_errors(f"listing the workers of endpoint {endpoint_id}"):
+            result = await _make_request(
+                client=self.client, url=self.autoscaler_url, route="/get_endpoint_workers/", api_key=self.api_key,
+                body={"id": endpoint_id, "api_key": self.api_key}, method="POST", timeout=15, retries=1)
+        if not result.get("ok"):
+            raise VastApiError(redact(f"listing the workers of endpoint {endpoint_id} failed: HTTP "
+                                      f"{result.get('status')} {result.get('text', '')[:300]}"))
+        rows = result.get("json")
+        if isinstance(rows, dict):  # "endpoint may not be ready for query" (as the SDK treats it)
+            return []
+        return [(Worker.from_dict(r), r) for r in rows or [] if isinstance(r, dict) and r.get("id") is not None]
+
+    async def workergroup_id(self) -> int | None:
+        async with sdk_errors("finding the endpoint's workergroup"):
+            return await self.client.find_workergroup_for_endpoint(self.managed.endpoint_id)
+
+    async def heartbeat(self) -> None:
+        """POST the deployment's ttl heartbeat (the SDK's route; its own helper has no timeout)."""
+        from vastai.serverless.client.connection import _make_request
+
+        async with sdk_errors(f"sending the ttl heartbeat of deployment {self.managed.id}"):
+            result = await _make_request(
+                client=self.client, url=self.webserver_url, route=f"/api/v0/deployment/{self.managed.id}/heartbeat/",
+                api_key=self.api_key, method="POST", timeout=10, retries=1)
+        if not result.get("ok"):
+            raise VastApiError(redact(f"the ttl heartbeat of deployment {self.managed.id} got HTTP {result.get('status')}"))
+
+    async def delete_endpoint(self) -> None:
+        async with sdk_errors(f"deleting endpoint {self.managed.endpoint_id}"):
+            await self.client.delete_endpoint(self.managed.endpoint_id)
+
+    # ------------------------------------------------------------------ synchronous SDK (caller's thread)
+    def vast(self) -> Any:
+        """The SDK's synchronous ``VastAI`` client (requests), for calls made from the caller's thread."""
+        from vastai import VastAI
+
+        sdk = VastAI(api_key=self.api_key, server_url=self.webserver_url, retry=2)
+        sdk.client.timeout = 20
+        return sdk
+
+
+def _sdk_image(image: Any, copies: list[tuple[str, str]]) -> Any:
+    """The SDK's ``Image`` with the settings of a vastnb ``Image``, plus vastnb's own files to ship."""
+    from vastai.serverless.remote.base import Image as SdkImage
+
+    out = SdkImage(image._image, image._storage)
+    out._envs = dict(image._envs)
+    out._runs = list(image._runs)
+    out._venv = image._venv
+    out._pip_installs = list(image._pip_installs)
+    out._apt_gets = list(image._apt_gets)
+    out._requires = image.requirement.to_vast()
+    out._copies = list(image._copies) + list(copies)
+    out._ports = set(image._ports)
+    return out
+
+
+# =========================================================================== offers
+
+
+@dataclass(frozen=True)
+class OffersSummary:
+    """What the GPU picker shows for a requirement: how many offers match and the cheapest."""
+
+    count: int
+    cheapest_price: float | None  # $/hour, dph_total
+    cheapest_gpu: str | None
+    query: str  # the query string sent (unparse_query)
+    limit: int
+
+    @property
+    def more(self) -> bool:
+        """True when the search hit its limit, so ``count`` is a lower bound."""
+        return self.count >= self.limit
+
+
+def search_offers(query: Any, *, api_key: str | None = None, webserver_url: str | None = None,
+                  storage: float | None = None, limit: int = 256) -> OffersSummary:
+    """Search Vast's offers for ``query`` (a vastnb Query) with the SDK's ``SyncClient.search``, cheapest first."""
+    from vastai.sync.client import SyncClient
+
+    key = resolve_api_key(api_key)
+    client = SyncClient(key, vast_server=(webserver_url or DEFAULT_WEBSERVER))
+    try:
+        offers = client.search(query.to_vast(), order=[["dph_total", "asc"]], limit=limit, allocated_storage=storage)
+    except Exception as exc:  # noqa: BLE001
+        raise VastApiError(redact(f"searching offers for {query.unparse_query()!r} failed: {_describe(exc)}")) from None
+    prices = [(o.dph_total, o.gpu_name) for o in offers if o.dph_total is not None]
+    cheapest = min(prices, default=(None, None), key=lambda p: p[0])
+    return OffersSummary(count=len(offers), cheapest_price=cheapest[0], cheapest_gpu=cheapest[1],
+                         query=query.unparse_query(), limit=limit)
