@@ -79,10 +79,13 @@ class _FluidQueue:
         self.arrived += amount
         self.points.append((t, self.arrived))
 
-    def run(self, a: float, b: float, rate: float, capacity: float) -> None:
-        """Arrivals at ``rate`` and service at ``capacity`` over ``[a, b)``."""
+    def run(self, a: float, b: float, rate: float, capacity: float) -> float:
+        """Arrivals at ``rate`` and service at ``capacity`` over ``[a, b)``; the longest wait that ended in it."""
         h = b - a
         backlog = self.backlog
+        waited = 0.0
+        if capacity > 0 and _EPS < backlog <= capacity * h:  # the last waiting unit starts within [a, b)
+            waited = a + backlog / capacity - self.points[-1][0]
         if capacity <= 0:
             served = 0.0
         elif rate >= capacity or backlog > (capacity - rate) * h:
@@ -94,6 +97,7 @@ class _FluidQueue:
             self.arrived += rate * h
             self.points.append((b, self.arrived))
         self.served = min(self.arrived, self.served + served)
+        return waited
 
     def head_age(self, t: float) -> float:
         pts = self.points
@@ -308,11 +312,11 @@ class _Simulation:
                 self.calls_done += 1
             rate = trace.rps_at(a + _EPS) * self.wpr
             capacity = sum(w.perf for w in self.workers.values() if w.ready_at <= a + _EPS)
-            queue.run(a, b, rate, capacity)
+            waited = queue.run(a, b, rate, capacity)
             if rate > 0:
                 self.meter.record(b, rate * (b - a))
                 self.last_request_at = b
-            self.max_queue_time = max(self.max_queue_time, queue.head_age(b))
+            self.max_queue_time = max(self.max_queue_time, waited, queue.head_age(b))
         self._assign(queue.served - served_before, t0, t1)
 
     def _assign(self, served: float, t0: float, t1: float) -> None:

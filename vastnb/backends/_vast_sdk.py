@@ -216,8 +216,7 @@ class SdkSession:
             if not (self.webserver_url.startswith("https") or self.autoscaler_url.startswith("https")):
                 self.async_client._ssl_context = ssl.create_default_context()
             else:
-                async with sdk_errors("fetching Vast's root certificate"):
-                    ctx = await self.async_client.get_ssl_context()
+                ctx = await guarded("fetching Vast's root certificate", self.async_client.get_ssl_context())
                 ctx.verify_flags &= ~ssl.VERIFY_X509_STRICT
         await self.async_client._get_session(use_context=True)
 
@@ -233,6 +232,7 @@ class SdkSession:
         """Register (and upload, and soft-update) a deployment module through the SDK, as ``async_ensure_ready`` would."""
         from vastai.serverless.remote.deploy import _FullDeployment
 
+        name = self.sdk.name
         staging = tempfile.mkdtemp(prefix="vastnb-deploy-")
         try:
             path = os.path.join(staging, "deployment.py")
@@ -244,40 +244,41 @@ class SdkSession:
             self.sdk.file = path
             tar_path = os.path.join(staging, "deployment.tar.gz")
             config = self.sdk._into_deployment_config_and_tarball(tar_path)
-            async with sdk_errors(f"registering deployment {self.sdk.name!r} with Vast"):
-                managed = await self.client.put_deployment(config)
+            managed = await guarded(f"registering deployment {name!r} with Vast", self.client.put_deployment(config))
             uploaded = managed.needs_upload
             if uploaded:
-                async with sdk_errors(f"uploading deployment {self.sdk.name!r}"):
-                    await managed.upload(tar_path)
+                await guarded(f"uploading deployment {name!r}", managed.upload(tar_path))
             wg_id = managed.workergroup_id
             if managed.action == "soft_update":
-                async with sdk_errors(f"starting the rolling update of deployment {self.sdk.name!r}"):
-                    wg_id = wg_id or await self.client.find_workergroup_for_endpoint(managed.endpoint_id)
-                    if wg_id:
-                        await self.client.update_workers(wg_id)
+                wg_id = await guarded(f"starting the rolling update of deployment {name!r}", self._soft_update(managed))
             self.managed = managed
             self.sdk._inner = _FullDeployment("deployment", managed)
             return DeployResult(managed.id, managed.endpoint_id, managed.action or "", uploaded, wg_id, config.file_hash)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
+    async def _soft_update(self, managed: Any) -> int | None:
+        wg_id = managed.workergroup_id or await self.client.find_workergroup_for_endpoint(managed.endpoint_id)
+        if wg_id:
+            await self.client.update_workers(wg_id)
+        return wg_id
+
     async def routing_endpoint(self) -> Any:
         """The endpoint object calls are routed through (its data carries the endpoint's own key)."""
         if self.endpoint is None:
             from vastai.serverless.client.endpoint import Endpoint
 
-            async with sdk_errors(f"reading endpoint {self.managed.endpoint_id}"):
-                data = await self.client.fetch_endpoint(self.managed.endpoint_id)
-            register_secret(data.api_key)
+            data = await self.endpoint_data()
             self.endpoint_key = data.api_key
             self.endpoint = Endpoint(client=self.client, data=data)
         return self.endpoint
 
     # ------------------------------------------------------------------ status
     async def endpoint_data(self) -> Any:
-        async with sdk_errors(f"reading endpoint {self.managed.endpoint_id}"):
-            return await self.client.fetch_endpoint(self.managed.endpoint_id)
+        endpoint_id = self.managed.endpoint_id
+        data = await guarded(f"reading endpoint {endpoint_id}", self.client.fetch_endpoint(endpoint_id))
+        register_secret(data.api_key)
+        return data
 
     async def workers(self) -> list[tuple[Any, dict[str, Any]]]:
         """``(Worker, raw row)`` pairs; the raw row keeps fields ``Worker`` drops (price, GPU)."""
@@ -285,10 +286,9 @@ class SdkSession:
         from vastai.serverless.client.worker import Worker
 
         endpoint_id = self.managed.endpoint_id
-        async with sdk_errors(f"listing the workers of endpoint {endpoint_id}"):
-            result = await _make_request(
-                client=self.client, url=self.autoscaler_url, route="/get_endpoint_workers/", api_key=self.api_key,
-                body={"id": endpoint_id, "api_key": self.api_key}, method="POST", timeout=15, retries=1)
+        result = await guarded(f"listing the workers of endpoint {endpoint_id}", _make_request(
+            client=self.client, url=self.autoscaler_url, route="/get_endpoint_workers/", api_key=self.api_key,
+            body={"id": endpoint_id, "api_key": self.api_key}, method="POST", timeout=15, retries=1))
         if not result.get("ok"):
             raise VastApiError(redact(f"listing the workers of endpoint {endpoint_id} failed: HTTP "
                                       f"{result.get('status')} {result.get('text', '')[:300]}"))
@@ -298,23 +298,23 @@ class SdkSession:
         return [(Worker.from_dict(r), r) for r in rows or [] if isinstance(r, dict) and r.get("id") is not None]
 
     async def workergroup_id(self) -> int | None:
-        async with sdk_errors("finding the endpoint's workergroup"):
-            return await self.client.find_workergroup_for_endpoint(self.managed.endpoint_id)
+        return await guarded("finding the endpoint's workergroup",
+                             self.client.find_workergroup_for_endpoint(self.managed.endpoint_id))
 
     async def heartbeat(self) -> None:
         """POST the deployment's ttl heartbeat (the SDK's route; its own helper has no timeout)."""
         from vastai.serverless.client.connection import _make_request
 
-        async with sdk_errors(f"sending the ttl heartbeat of deployment {self.managed.id}"):
-            result = await _make_request(
-                client=self.client, url=self.webserver_url, route=f"/api/v0/deployment/{self.managed.id}/heartbeat/",
-                api_key=self.api_key, method="POST", timeout=10, retries=1)
+        deployment_id = self.managed.id
+        result = await guarded(f"sending the ttl heartbeat of deployment {deployment_id}", _make_request(
+            client=self.client, url=self.webserver_url, route=f"/api/v0/deployment/{deployment_id}/heartbeat/",
+            api_key=self.api_key, method="POST", timeout=10, retries=1))
         if not result.get("ok"):
-            raise VastApiError(redact(f"the ttl heartbeat of deployment {self.managed.id} got HTTP {result.get('status')}"))
+            raise VastApiError(f"the ttl heartbeat of deployment {deployment_id} got HTTP {result.get('status')}")
 
     async def delete_endpoint(self) -> None:
-        async with sdk_errors(f"deleting endpoint {self.managed.endpoint_id}"):
-            await self.client.delete_endpoint(self.managed.endpoint_id)
+        endpoint_id = self.managed.endpoint_id
+        await guarded(f"deleting endpoint {endpoint_id}", self.client.delete_endpoint(endpoint_id))
 
     # ------------------------------------------------------------------ synchronous SDK (caller's thread)
     def vast(self) -> Any:
@@ -368,10 +368,13 @@ def search_offers(query: Any, *, api_key: str | None = None, webserver_url: str 
 
     key = resolve_api_key(api_key)
     client = SyncClient(key, vast_server=(webserver_url or DEFAULT_WEBSERVER))
+    err: VastApiError | None = None
     try:
         offers = client.search(query.to_vast(), order=[["dph_total", "asc"]], limit=limit, allocated_storage=storage)
     except Exception as exc:  # noqa: BLE001
-        raise VastApiError(redact(f"searching offers for {query.unparse_query()!r} failed: {_describe(exc)}")) from None
+        err = VastApiError(redact(f"searching offers for {query.unparse_query()!r} failed: {_describe(exc)}"))
+    if err is not None:
+        raise err
     prices = [(o.dph_total, o.gpu_name) for o in offers if o.dph_total is not None]
     cheapest = min(prices, default=(None, None), key=lambda p: p[0])
     return OffersSummary(count=len(offers), cheapest_price=cheapest[0], cheapest_gpu=cheapest[1],

@@ -191,6 +191,42 @@ class Deployment:
     def autoscaling(self) -> Any:
         return self._autoscaling
 
+    def simulate(self, load_trace: Any = None, *, perf_score: float | None = None, cold_start_s: float | None = None,
+                 control_period_s: float = 1.0, **settings: Any) -> Any:
+        """What-if: replay a load trace against candidate autoscaling settings, with a simulated clock.
+
+        ``load_trace`` is a :class:`vastnb.autoscaling.LoadTrace`, a list of requests per
+        second (one per second), or None for the calls this deployment really received.
+        ``settings`` override this deployment's autoscaling settings (nothing is applied).
+        Perf score and cold-start time default to what this deployment's workers measured.
+        Returns a :class:`vastnb.autoscaling.SimulationResult` (timeline, decisions, figures)."""
+        from ..autoscaling import LoadTrace, simulate
+
+        candidate = self._autoscaling.merged(**settings)
+        workers = [w for w in self.snapshot().workers if w.perf_score]
+        if perf_score is None:
+            if not workers:
+                raise ConfigurationError(
+                    "simulate() needs a perf score: no worker of this deployment has benchmarked yet. "
+                    "Run app.ensure_ready() first, or pass perf_score=<workload units per second>."
+                )
+            perf_score = sum(w.perf_score or 0.0 for w in workers) / len(workers)
+        if cold_start_s is None:
+            starts = [sum(s for _, s in w.phases) for w in workers if w.phases]
+            cold_start_s = sum(starts) / len(starts) if starts else 1.0
+        if load_trace is None:
+            calls = list(self._runtime.arrivals) if self._runtime is not None and hasattr(self._runtime, "arrivals") else []
+            if not calls:
+                raise ConfigurationError("simulate() with no load_trace replays this deployment's calls, but it has received none yet.")
+            trace = LoadTrace.from_calls(calls, start=calls[0][0])
+        elif isinstance(load_trace, LoadTrace):
+            trace = load_trace
+        else:
+            trace = LoadTrace.from_rps([float(x) for x in load_trace])
+        cap = self._runtime.machine_max_workers() if self._runtime is not None and hasattr(self._runtime, "machine_max_workers") else None
+        return simulate(trace, candidate, perf_score=perf_score, cold_start_s=cold_start_s,
+                        control_period_s=control_period_s, machine_max_workers=cap)
+
     @property
     def functions(self) -> dict[str, RemoteFunction]:
         return dict(self._functions)

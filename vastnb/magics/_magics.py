@@ -1,0 +1,660 @@
+"""The ``%vast_*`` magics: argument parsing, the notebook's current deployment, and display.
+
+Each magic is a thin layer over the public ``Deployment`` API (``app.remote``,
+``app.context``, ``app.sync``, ``app.snapshot`` …); what a magic adds is reading
+the cell, binding names in the notebook, and showing results and errors the
+short way.
+"""
+
+from __future__ import annotations
+
+import ast
+from typing import Any, Callable
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
+from IPython.core.magic_arguments import argument, argument_group, magic_arguments
+from IPython.utils.process import arg_split
+
+from ..deployment import Deployment
+from ..errors import ConfigurationError, SerializationError, VastnbError
+from ._cells import compile_cell, format_remote_failure, run_in_user_namespace, show_short
+from ._run import CellRun, PerWorker, WorkerValue, raise_failures
+
+__all__ = ["VastMagics"]
+
+DEFAULT_VAR = "app"
+
+# Shared argument: every magic answers --help (IPython's parsers leave it out).
+_help = argument("-h", "--help", action="store_true", help="show this help and do nothing else")
+
+
+def _usage(parser: Any) -> str:
+    """The parser's usage, as argparse writes it (IPython's formatter turns ``usage:`` into a reST ``::``)."""
+    return _unrest(parser.format_usage()).rstrip()
+
+
+def _help_text(parser: Any) -> str:
+    return _unrest(parser.format_help()).rstrip()
+
+
+def _unrest(text: str) -> str:
+    head, sep, rest = text.lstrip("\n").partition("\n\n")
+    if head.strip() != "::":
+        return text
+    usage, sep, body = ("usage: " + rest.lstrip(" ")).partition("\n\n")
+    first, *more = usage.split("\n")
+    indent = " " * (first.find(" ", len("usage: ")) + 1)
+    return "\n".join([first, *(indent + ln.strip() for ln in more)]) + sep + body
+
+
+def _parse(magic: Callable[..., Any], name: str, line: str) -> Any:
+    """Parse a magic's argument line; ``None`` after showing ``--help``. Mistakes are ``UsageError`` with the usage."""
+    parser = magic.parser  # type: ignore[attr-defined]
+    try:
+        tokens = arg_split(line, posix=True)
+    except ValueError as exc:
+        raise UsageError(f"{name}: cannot read the arguments {line.strip()!r} ({exc}).\n{_usage(parser)}") from None
+    if "-h" in tokens or "--help" in tokens:
+        print(_help_text(parser))
+        return None
+    try:
+        return parser.parse_args(tokens)
+    except UsageError as exc:
+        raise UsageError(f"{name}: {exc}\n{_usage(parser)}") from None
+
+
+def _names(option: str, values: list[str] | None) -> list[str]:
+    """``a,b`` (optionally repeated) as a list of Python names."""
+    out: list[str] = []
+    for value in values or []:
+        for name in value.split(","):
+            name = name.strip()
+            if not name:
+                continue
+            if not name.isidentifier():
+                raise UsageError(f"%%vast_run {option}: {name!r} is not a Python variable name.")
+            if name not in out:
+                out.append(name)
+    return out
+
+
+def _wants_help(line: str) -> bool:
+    return line.strip() in ("-h", "--help")
+
+
+@magics_class
+class VastMagics(Magics):
+    """IPython magics for vastnb deployments. Load with ``%load_ext vastnb``."""
+
+    def __init__(self, shell: Any) -> None:
+        super().__init__(shell)
+        self._app: Deployment | None = None
+        self._var = DEFAULT_VAR
+        self._known: dict[str, Deployment] = {}
+
+    # ================================================================ the current deployment
+    def current(self, magic: str) -> Deployment:
+        """The deployment magics act on: the one bound to ``app`` (or ``--var``), else the only one in the notebook."""
+        ns = self.shell.user_ns
+        bound = ns.get(self._var)
+        if isinstance(bound, Deployment):
+            self._app = bound
+            return bound
+        if self._app is not None:
+            return self._app
+        found = self._deployments_in_namespace()
+        if len(found) == 1:
+            self._app = found[0]
+            return found[0]
+        if found:
+            names = ", ".join(repr(a.name) for a in found)
+            raise UsageError(
+                f"{magic}: the notebook has {len(found)} deployments ({names}); select one with %vast_deployment NAME."
+            )
+        raise UsageError(
+            f"{magic}: no deployment yet. Create one first with `%vast_deployment NAME` (for example `%vast_deployment demo`)."
+        )
+
+    def _deployments_in_namespace(self) -> list[Deployment]:
+        seen: list[Deployment] = []
+        for key, value in list(self.shell.user_ns.items()):
+            if key.startswith("_") or key in ("In", "Out"):
+                continue
+            if isinstance(value, Deployment) and all(value is not s for s in seen):
+                seen.append(value)
+        return seen
+
+    def _find(self, name: str) -> Deployment | None:
+        known = self._known.get(name)
+        if known is not None:
+            return known
+        for app in self._deployments_in_namespace():
+            if app.name == name:
+                return app
+        return None
+
+    def _sync(self, app: Deployment, magic: str) -> None:
+        """Put the notebook's current code on every running worker before the cell finishes."""
+        if app.state != "running":
+            return
+        try:
+            app.sync()
+        except (ConfigurationError, SerializationError) as exc:
+            raise UsageError(f"{magic}: {exc}") from None
+        except Exception as exc:
+            show_short(exc, [f"{magic}: the new code could not be applied on the workers:", *format_remote_failure(exc)])
+            raise
+
+    def _runtime(self, app: Deployment, magic: str) -> Any:
+        """A started runtime with at least one ready worker."""
+        if app.state == "shut down":
+            raise UsageError(
+                f"{magic}: deployment {app.name!r} is shut down; create it again with `%vast_deployment {app.name}`."
+            )
+        serving = [w for w in app.snapshot().workers if w.state.serving]
+        if app.state != "running" or not serving:
+            try:
+                app.ensure_ready()
+            except VastnbError as exc:
+                raise UsageError(f"{magic}: {exc}") from None
+        runtime = app._runtime
+        if runtime is None or not hasattr(runtime, "run_cell"):
+            raise UsageError(f"{magic}: the {app.backend} backend cannot do this yet; use backend='local'.")
+        return runtime
+
+    def _bind(self, name: str, value: Any) -> None:
+        self.shell.user_ns[name] = value
+
+    # ================================================================ %vast_deployment
+    @magic_arguments()
+    @_help
+    @argument("name", nargs="?", help="the deployment's name; running it again with the same name selects the existing one")
+    @argument("--backend", choices=("local", "vast"), default=None,
+              help="where workers run: processes on this machine (local, the default) or Vast Serverless (vast)")
+    @argument("--tag", default=None, help="the deployment's tag (default: default)")
+    @argument("--var", default=None, metavar="NAME", help="the notebook variable to bind it to (default: app)")
+    @line_magic
+    def vast_deployment(self, line: str) -> Any:
+        """Create or select the notebook's current deployment and bind it as ``app``.
+
+        Without NAME, show the current deployment.
+        """
+        args = _parse(self.vast_deployment, "%vast_deployment", line)
+        if args is None:
+            return None
+        var = args.var or self._var
+        if not var.isidentifier():
+            raise UsageError(f"%vast_deployment --var: {var!r} is not a Python variable name.")
+        if args.name is None:
+            return self.current("%vast_deployment")
+        existing = self._find(args.name)
+        if existing is not None and existing.state != "shut down":
+            for option, wanted, have in (("--backend", args.backend, existing.backend), ("--tag", args.tag, existing.tag)):
+                if wanted is not None and wanted != have:
+                    raise UsageError(
+                        f"%vast_deployment: deployment {args.name!r} already exists with {option} {have}; "
+                        f"stop it with %vast_down first to recreate it with {option} {wanted}."
+                    )
+            app, what = existing, f"selected deployment {args.name!r} ({existing.backend}, {existing.state})"
+        else:
+            try:
+                app = Deployment(args.name, tag=args.tag or "default", backend=args.backend or "local")
+            except ConfigurationError as exc:
+                raise UsageError(f"%vast_deployment: {exc}") from None
+            what = f"created deployment {args.name!r} ({app.backend} backend)"
+            if existing is not None:
+                what += "; the previous one was shut down, so run its %%vast_context and %%vast_remote cells again"
+        self._known[app.name] = app
+        self._app, self._var = app, var
+        self._bind(var, app)
+        print(f"vastnb: {what} as `{var}`")
+        return None
+
+    # ================================================================ %%vast_context
+    @no_var_expand
+    @magic_arguments("%vast_context")
+    @_help
+    @argument("arguments", nargs="*",
+              help='constructor arguments, exactly as @app.context(...) takes them, e.g. "weights.pt", dtype="bf16" '
+                   "(evaluated in the notebook)")
+    @cell_magic
+    def vast_context(self, line: str, cell: str) -> None:
+        """Register the cell's class as a context: an async context manager entered once per worker and kept warm.
+
+        The cell defines exactly one class (with ``async def __aenter__`` and
+        ``__aexit__``); it is bound in the notebook under its name. Running an
+        edited cell again re-enters this context, and only this one, on the
+        running workers.
+        """
+        if _wants_help(line):
+            _parse(self.vast_context, "%%vast_context", "--help")
+            return None
+        app = self.current("%%vast_context")
+        cell_code = compile_cell(self.shell, "vast_context", line, cell)
+        classes = cell_code.top_level(ast.ClassDef)
+        if not classes:
+            raise UsageError(
+                "%%vast_context: the cell defines no class. A context cell defines exactly one async context "
+                "manager class, for example:\n"
+                "    class Model:\n"
+                "        async def __aenter__(self): ...; return self\n"
+                "        async def __aexit__(self, *exc): ..."
+            )
+        if len(classes) > 1:
+            names = ", ".join(c.name for c in classes)
+            raise UsageError(
+                f"%%vast_context: the cell defines {len(classes)} classes ({names}); a context cell defines exactly "
+                "one. Move the others to a plain cell (or a %%vast_context cell of their own)."
+            )
+        name = classes[0].name
+        ns = self.shell.user_ns
+        before = ns.get(name, _MISSING)
+        run_in_user_namespace(self.shell, cell_code)
+        try:
+            args, kwargs = self._constructor_arguments(line)
+            app.context(*args, **kwargs)(ns[name])
+        except (UsageError, ConfigurationError) as exc:
+            _restore(ns, name, before)
+            message = str(exc) if isinstance(exc, UsageError) else f"%%vast_context: {exc}"
+            raise UsageError(message) from None
+        self._sync(app, "%%vast_context")
+        return None
+
+    def _constructor_arguments(self, line: str) -> tuple[tuple, dict]:
+        text = line.strip()
+        if not text:
+            return (), {}
+        try:
+            code = compile(f"__vastnb_arguments__({text})", "<%%vast_context arguments>", "eval")
+        except SyntaxError as exc:
+            raise UsageError(
+                f"%%vast_context: cannot read the arguments `{text}` ({exc.msg}). Write them as @app.context(...) "
+                'takes them, e.g. %%vast_context "weights.pt", dtype="bf16".'
+            ) from None
+        helper = {"__vastnb_arguments__": lambda *a, **k: (a, k)}
+        try:
+            args, kwargs = eval(code, self.shell.user_ns, helper)
+        except Exception as exc:  # noqa: BLE001 - any error in the user's expressions
+            raise UsageError(f"%%vast_context: evaluating the arguments `{text}` failed: {type(exc).__name__}: {exc}") from None
+        return args, kwargs
+
+    # ================================================================ %%vast_remote
+    @no_var_expand
+    @magic_arguments("%vast_remote")
+    @_help
+    @argument_group("benchmark", "Apply to the first async def in the cell (the function workers are scored with).")
+    @argument("--benchmark-dataset", metavar="EXPR",
+              help='benchmark inputs: a list of dicts of arguments, a Python expression evaluated in the notebook, '
+                   "e.g. '[{\"x\": 2}]'")
+    @argument("--benchmark-generator", metavar="NAME", help="a function returning one dict of arguments per call")
+    @argument("--benchmark-runs", metavar="N", type=int, default=10, help="timed benchmark runs (default: 10)")
+    @argument("--workload-calculator", metavar="NAME",
+              help="a function of the call's arguments returning its workload (default: 100 per request)")
+    @argument_group("calls", "Apply to every async def in the cell.")
+    @argument("--allow-parallel-requests", action="store_true", help="let a worker run several calls at once")
+    @argument("--max-queue-time", metavar="S", type=float, default=30.0,
+              help="fail a call that would wait longer than S seconds for a worker (default: 30)")
+    @argument("--retries", metavar="N", type=int, default=2,
+              help="re-run a call this many times when its worker dies (default: 2; 0 for non-idempotent code)")
+    @argument("--timeout", metavar="S", type=float, default=600.0, help="fail a call after S seconds (default: 600)")
+    @cell_magic
+    def vast_remote(self, line: str, cell: str) -> None:
+        """Make each top-level ``async def`` in the cell a remote function, bound under its own name.
+
+        The cell is notebook code (helpers, constants and plain functions are
+        fine); names and expressions in the options are resolved in the notebook.
+        Running an edited cell again swaps the code on the running workers without
+        restarting them, and returns once every worker has it.
+        """
+        args = _parse(self.vast_remote, "%%vast_remote", line)
+        if args is None:
+            return None
+        app = self.current("%%vast_remote")
+        cell_code = compile_cell(self.shell, "vast_remote", line, cell)
+        coroutines = cell_code.top_level(ast.AsyncFunctionDef)
+        if not coroutines:
+            plain = cell_code.top_level(ast.FunctionDef)
+            if plain:
+                name = plain[0].name
+                raise UsageError(
+                    f"%%vast_remote: `{name}` is a plain `def`, but remote functions are coroutines. "
+                    f"Make it `async def {name}(...)`."
+                )
+            raise UsageError(
+                "%%vast_remote: the cell defines no `async def`. Each top-level `async def` in a %%vast_remote cell "
+                "becomes a remote function, for example:\n"
+                "    async def square(x):\n"
+                "        return x * x"
+            )
+        ns = self.shell.user_ns
+        names = [node.name for node in coroutines]
+        before = {n: ns.get(n, _MISSING) for n in names}
+        run_in_user_namespace(self.shell, cell_code)
+        calls = {
+            "allow_parallel_requests": args.allow_parallel_requests,
+            "max_queue_time": args.max_queue_time,
+            "retries": args.retries,
+            "timeout": args.timeout,
+        }
+        try:
+            bench = {
+                "benchmark_dataset": self._evaluate("--benchmark-dataset", args.benchmark_dataset),
+                "benchmark_generator": self._evaluate("--benchmark-generator", args.benchmark_generator),
+                "benchmark_runs": args.benchmark_runs,
+                "workload_calculator": self._evaluate("--workload-calculator", args.workload_calculator),
+            }
+            remote = {}
+            for i, name in enumerate(names):
+                options = {**calls, **bench} if i == 0 else calls
+                remote[name] = app.remote(**options)(ns[name])
+        except (UsageError, ConfigurationError) as exc:
+            for n, value in before.items():
+                _restore(ns, n, value)
+            message = str(exc) if isinstance(exc, UsageError) else f"%%vast_remote: {exc}"
+            raise UsageError(message) from None
+        ns.update(remote)
+        self._sync(app, "%%vast_remote")
+        return None
+
+    def _evaluate(self, option: str, expression: str | None) -> Any:
+        if expression is None:
+            return None
+        try:
+            return eval(expression, self.shell.user_ns)
+        except NameError as exc:
+            raise UsageError(
+                f"%%vast_remote {option}: {exc}; define it in this cell or an earlier one."
+            ) from None
+        except Exception as exc:  # noqa: BLE001 - any error in the user's expression
+            raise UsageError(f"%%vast_remote {option}: cannot evaluate {expression!r}: {type(exc).__name__}: {exc}") from None
+
+    # ================================================================ %%vast_run
+    @no_var_expand
+    @magic_arguments("%vast_run")
+    @_help
+    @argument("--all", action="store_true", help="run on every ready worker (output labelled by worker)")
+    @argument("--worker", metavar="ID", help="run on this worker (ids as in %%vast_status, e.g. w1)")
+    @argument("--push", metavar="NAMES", action="append",
+              help="notebook variables to copy to the worker(s) first, comma-separated")
+    @argument("--pull", metavar="NAMES", action="append",
+              help="worker variables to copy into the notebook afterwards, comma-separated; "
+                   "with --all each becomes {worker id: value}")
+    @cell_magic
+    def vast_run(self, line: str, cell: str) -> Any:
+        """Run the cell on a ready worker (or each, with --all), in a namespace the worker keeps across cells.
+
+        ``print`` output and the value of the last expression come back into this
+        cell. Remote functions reach the same namespace with
+        ``vastnb.worker_namespace()``. Top-level ``await`` works.
+        """
+        args = _parse(self.vast_run, "%%vast_run", line)
+        if args is None:
+            return None
+        if args.all and args.worker:
+            raise UsageError("%%vast_run: give either --all or --worker ID, not both.")
+        push_names, pull = _names("--push", args.push), _names("--pull", args.pull)
+        app = self.current("%%vast_run")
+        cell_code = compile_cell(self.shell, "vast_run", line, cell, top_level_await=True)
+        ns = self.shell.user_ns
+        missing = [n for n in push_names if n not in ns]
+        if missing:
+            names = ", ".join(f"`{n}`" for n in missing)
+            raise UsageError(f"%%vast_run --push: {names} {'is' if len(missing) == 1 else 'are'} not defined in the notebook.")
+        push = {n: ns[n] for n in push_names}
+        _check_sendable(push)
+        runtime = self._runtime(app, "%%vast_run")
+        serving = [w.id for w in app.snapshot().workers if w.state.serving]
+        targets: list[str] | None = None
+        if args.all:
+            targets = serving
+        elif args.worker:
+            if args.worker not in serving:
+                raise UsageError(
+                    f"%%vast_run --worker: worker {args.worker!r} is not ready; ready workers: {', '.join(serving) or 'none'}."
+                )
+            targets = [args.worker]
+        message = {"source": cell_code.source, "filename": cell_code.filename, "push": push, "pull": pull}
+        results = CellRun(runtime, message, targets, labelled=len(targets or ()) > 1).run()
+        ok = {wid: r for wid, r in results.items() if not isinstance(r, BaseException)}
+        if len(ok) != len(results):
+            shown = PerWorker({wid: r["repr"] for wid, r in ok.items() if r.get("repr") is not None})
+            if shown:
+                print(repr(shown))
+            raise_failures(results)
+        for name in pull:
+            if args.all:
+                self._bind(name, {wid: r["pulled"][name] for wid, r in ok.items()})
+            else:
+                self._bind(name, next(iter(ok.values()))["pulled"][name])
+        if args.all:
+            values = PerWorker({wid: r["repr"] for wid, r in ok.items() if r.get("repr") is not None})
+            return values or None
+        text = next(iter(ok.values())).get("repr")
+        return WorkerValue(text) if text is not None else None
+
+    # ================================================================ views and lifecycle
+    @magic_arguments()
+    @_help
+    @line_magic
+    def vast_status(self, line: str) -> None:
+        """Show the deployment: workers and their states, benchmark scores, the autoscaler.
+
+        In Jupyter this is the live dashboard (``app.dashboard()``); elsewhere a text summary.
+        """
+        if _parse(self.vast_status, "%vast_status", line) is None:
+            return None
+        app = self.current("%vast_status")
+        from IPython.display import display
+
+        if _widget_frontend(self.shell):
+            try:
+                display(app.dashboard())
+                return None
+            except ImportError:
+                pass
+        render_html, render_text = _renderers()
+        snap = app.snapshot()
+        display({"text/plain": render_text(snap), "text/html": render_html(snap)}, raw=True)
+        return None
+
+    @magic_arguments()
+    @_help
+    @argument("worker", nargs="?", help="only this worker's log (default: every worker)")
+    @argument("-n", "--lines", type=int, default=50, metavar="N", help="the last N lines of each log (0: all; default 50)")
+    @line_magic
+    def vast_logs(self, line: str) -> None:
+        """Show the workers' logs (their own output outside calls: start-up, contexts, benchmark, errors)."""
+        args = _parse(self.vast_logs, "%vast_logs", line)
+        if args is None:
+            return None
+        app = self.current("%vast_logs")
+        workers = [w.id for w in app.snapshot().workers]
+        if args.worker is not None and args.worker not in workers:
+            raise UsageError(f"%vast_logs: no worker {args.worker!r}; workers: {', '.join(workers) or 'none yet'}.")
+        logs = app.logs(args.worker)
+        if not logs:
+            print(f"vastnb: deployment {app.name!r} has no workers yet; they start with the first call or app.ensure_ready().")
+            return None
+        for wid, lines in logs.items():
+            shown = lines[-args.lines:] if args.lines > 0 else lines
+            if not shown:
+                print(f"[{wid}] (no log lines)")
+            for text in shown:
+                print(f"[{wid}] {text}")
+        return None
+
+    @magic_arguments()
+    @_help
+    @line_magic
+    def vast_down(self, line: str) -> None:
+        """Stop every worker of the deployment (contexts exit, GPUs are freed); calls still waiting fail."""
+        if _parse(self.vast_down, "%vast_down", line) is None:
+            return None
+        app = self.current("%vast_down")
+        alive = sum(1 for w in app.snapshot().workers if w.state.alive)
+        app.shutdown()
+        print(f"vastnb: deployment {app.name!r} is shut down ({alive} worker{'s' if alive != 1 else ''} stopped).")
+        return None
+
+    @magic_arguments()
+    @_help
+    @argument("function", nargs="?", help="the remote function to benchmark (default: the deployment's benchmark function)")
+    @line_magic
+    def vast_benchmark(self, line: str) -> None:
+        """Run the benchmark again on every ready worker and show their scores (workload units per second)."""
+        args = _parse(self.vast_benchmark, "%vast_benchmark", line)
+        if args is None:
+            return None
+        app = self.current("%vast_benchmark")
+        name, spec = _benchmark_spec(app, args.function)
+        runtime = self._runtime(app, "%vast_benchmark")
+        self._sync(app, "%vast_benchmark")
+        blob = _benchmark_blob(app, name, spec)
+        try:
+            scores = runtime.benchmark(blob).result()
+        except Exception as exc:
+            show_short(exc, ["%vast_benchmark: the benchmark failed:", *format_remote_failure(exc)])
+            raise
+        o = spec.options
+        per_run = "10 concurrent requests" if o.allow_parallel_requests else "1 request"
+        print(f"benchmark of {name}: {o.benchmark_runs} runs of {per_run} on {len(scores)} worker{'s' if len(scores) != 1 else ''}")
+        width = max([len("worker"), *map(len, scores)])
+        print(f"  {'worker'.ljust(width)}  perf score (workload units/s)")
+        for wid, score in scores.items():
+            print(f"  {wid.ljust(width)}  {score:,.1f}")
+        return None
+
+    @magic_arguments()
+    @_help
+    @line_magic
+    def vast_gpus(self, line: str) -> Any:
+        """Show the GPU picker for the deployment's image: choose the GPUs its workers may run on."""
+        if _parse(self.vast_gpus, "%vast_gpus", line) is None:
+            return None
+        app = self.current("%vast_gpus")
+        image = app._image
+        if image is None:
+            raise UsageError(
+                f"%vast_gpus: deployment {app.name!r} has no image yet; declare it first, e.g. "
+                f'image = {self._var}.image("vastai/pytorch:@vastai-automatic-tag")'
+            )
+        try:
+            from ..widgets import GpuPicker
+        except ImportError as exc:
+            raise UsageError(f"%vast_gpus: the GPU picker (vastnb.widgets.GpuPicker) is not available: {exc}") from None
+        return GpuPicker(image, source=app)
+
+    @magic_arguments()
+    @_help
+    @argument("path", nargs="?", help="the deployment file to write (default: the export module's)")
+    @argument("--client", metavar="CLIENT_PATH", help="also write a client script that calls the deployment")
+    @argument("--check", action="store_true", help="check that the official vastai SDK accepts the file")
+    @line_magic
+    def vast_export(self, line: str) -> Any:
+        """Export the notebook as a deployment file the official ``vastai`` SDK deploys unchanged.
+
+        Reads the notebook file when the kernel knows it, else this session's
+        cells (the last definition of each function or class wins).
+        """
+        args = _parse(self.vast_export, "%vast_export", line)
+        if args is None:
+            return None
+        from ._export import history_cells, notebook_path
+
+        try:
+            from .. import export
+        except ImportError as exc:
+            raise UsageError(f"%vast_export: the export module (vastnb.export) is not available: {exc}") from None
+        options = {"path": args.path, "client": args.client, "check": args.check}
+        source = notebook_path(self.shell)
+        try:
+            if source is not None:
+                return export.export_notebook(source, **options)
+            return export.export_cells(history_cells(self.shell), **options)
+        except (ConfigurationError, SerializationError) as exc:
+            raise UsageError(f"%vast_export: {exc}") from None
+
+
+# ==================================================================== helpers
+class _Missing:
+    pass
+
+
+_MISSING = _Missing()
+
+
+def _restore(ns: dict[str, Any], name: str, value: Any) -> None:
+    """Put back what ``name`` was before a cell that failed to register redefined it."""
+    if value is _MISSING:
+        ns.pop(name, None)
+    else:
+        ns[name] = value
+
+
+def _check_sendable(values: dict[str, Any]) -> None:
+    from ..wire import dumps_payload
+
+    for name, value in values.items():
+        try:
+            dumps_payload(value, f"`{name}`")
+        except SerializationError as exc:
+            raise UsageError(f"%%vast_run --push: {exc}") from None
+
+
+def _widget_frontend(shell: Any) -> bool:
+    if getattr(shell, "kernel", None) is None:
+        return False
+    try:
+        import ipywidgets  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _renderers() -> tuple[Callable[..., str], Callable[..., str]]:
+    try:
+        from ..widgets import render_html, render_text
+    except ImportError:
+        try:
+            from ..widgets.dashboard import render_html, render_text
+        except ImportError as exc:
+            raise UsageError(f"%vast_status: the dashboard (vastnb.widgets) is not available: {exc}") from None
+    return render_html, render_text
+
+
+def _benchmark_spec(app: Deployment, name: str | None) -> tuple[str, Any]:
+    functions = app.functions
+    if name is None:
+        chosen = next(((n, rf) for n, rf in functions.items() if rf.options.has_benchmark), None)
+        if chosen is None:
+            raise UsageError(
+                f"%vast_benchmark: no remote function of deployment {app.name!r} has a benchmark; give one with "
+                "%%vast_remote --benchmark-dataset EXPR (or benchmark_dataset=... in @app.remote)."
+            )
+        return chosen
+    rf = functions.get(name)
+    if rf is None:
+        raise UsageError(
+            f"%vast_benchmark: {name!r} is not a remote function of deployment {app.name!r} "
+            f"(remote functions: {', '.join(sorted(functions)) or 'none'})."
+        )
+    if not rf.options.has_benchmark:
+        raise UsageError(
+            f"%vast_benchmark: `{name}` has no benchmark; give it one with %%vast_remote --benchmark-dataset EXPR "
+            "(or benchmark_dataset=... in @app.remote)."
+        )
+    return name, rf
+
+
+def _benchmark_blob(app: Deployment, name: str, rf: Any) -> bytes:
+    """The benchmark request for ``name``, built the way the deployment builds its own."""
+    import cloudpickle
+
+    from ..worker.core import BenchmarkSpec
+
+    o = rf.options
+    return cloudpickle.dumps(BenchmarkSpec(
+        fn_hash=app._specs[name].hash, dataset=o.benchmark_dataset, generator=o.benchmark_generator,
+        runs=o.benchmark_runs, parallel=o.allow_parallel_requests, workload_calculator=o.workload_calculator,
+    ))
