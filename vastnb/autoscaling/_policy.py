@@ -290,7 +290,7 @@ def decide(view: ScalingView, settings: AutoscalingSettings, state: PolicyState)
         if may_stop:
             stop = tuple(w.id for w in idle[:surplus])
         if not stop and may_stop:
-            reason = f"holding {current}: {fmt.plural(desired)} would do but none is idle"
+            reason = f"holding {current}: no idle worker to drain toward target {desired}"
         elif not stop:
             wait = SCALE_DOWN_COOLDOWN_S - held
             reason = (

@@ -228,8 +228,12 @@ class SdkSession:
 
     # ------------------------------------------------------------------ deploy
     async def deploy(self, module_source: str, image: Any, *, autoscaling: dict[str, Any],
-                     copies: list[tuple[str, str]]) -> DeployResult:
-        """Register (and upload, and soft-update) a deployment module through the SDK, as ``async_ensure_ready`` would."""
+                     packages: tuple[str, ...] = ()) -> DeployResult:
+        """Register (and upload, and soft-update) a deployment module through the SDK, as ``async_ensure_ready`` would.
+
+        ``packages`` (importable names, e.g. ``("vastnb", "cloudpickle")``) travel in the tarball as
+        their source files, so workers import exactly the notebook's versions.
+        """
         from vastai.serverless.remote.deploy import _FullDeployment
 
         name = self.sdk.name
@@ -238,6 +242,7 @@ class SdkSession:
             path = os.path.join(staging, "deployment.py")
             with open(path, "w", encoding="utf-8") as f:
                 f.write(module_source)
+            copies = [stage_package(p, os.path.join(staging, "pkgs")) for p in packages]
             self.sdk._image = _sdk_image(image, copies)
             self.sdk._autoscaling = dict(autoscaling)
             self.sdk.root_module = "deployment"
@@ -324,6 +329,27 @@ class SdkSession:
         sdk = VastAI(api_key=self.api_key, server_url=self.webserver_url, retry=2)
         sdk.client.timeout = 20
         return sdk
+
+
+_SHIPPED = (".py", ".json", ".typed")
+
+
+def stage_package(name: str, dest: str) -> tuple[str, str]:
+    """Copy package ``name``'s source files (no caches) under ``dest``; the ``(src, ./name)`` copy entry for the tarball."""
+    import importlib
+
+    module = importlib.import_module(name)
+    src = os.path.dirname(os.path.abspath(module.__file__ or ""))
+    out = os.path.join(dest, name)
+    for root, dirs, files in os.walk(src):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not d.startswith("."))
+        rel = os.path.relpath(root, src)
+        for fname in sorted(files):
+            if fname.endswith(_SHIPPED):
+                target = os.path.join(out, rel, fname)
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                shutil.copyfile(os.path.join(root, fname), target)
+    return (out, f"./{name}")
 
 
 def _sdk_image(image: Any, copies: list[tuple[str, str]]) -> Any:
