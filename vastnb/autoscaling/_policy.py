@@ -282,35 +282,32 @@ def decide(view: ScalingView, settings: AutoscalingSettings, state: PolicyState)
         else:
             reason = f"holding {current}: {ctx.load_text('within')}"
     else:
-        surplus = current - desired
-        forced = current > cap
+        forced = max(0, current - cap)  # over the cap (max_workers lowered): drain at once
         below_since = state.below_since if state.below_since is not None else now
         held = now - below_since
-        may_stop = forced or timed_out or held >= SCALE_DOWN_COOLDOWN_S
-        if may_stop:
-            stop = tuple(w.id for w in idle[:surplus])
-        if not stop and may_stop:
+        settled = timed_out or held >= SCALE_DOWN_COOLDOWN_S
+        surplus = current - desired if settled else forced
+        stop = tuple(w.id for w in idle[:surplus])
+        after = current - len(stop)
+        if not stop and surplus:
             reason = f"holding {current}: no idle worker to drain toward target {desired}"
         elif not stop:
-            wait = SCALE_DOWN_COOLDOWN_S - held
             reason = (
-                f"holding {current}: {ctx.load_text('<')}; -{surplus} in {fmt.seconds(wait)}"
-                f" (cooldown {fmt.seconds(SCALE_DOWN_COOLDOWN_S)})"
+                f"holding {current}: {ctx.load_text('<')}; -{current - desired}"
+                f" in {fmt.seconds(SCALE_DOWN_COOLDOWN_S - held)} (cooldown {fmt.seconds(SCALE_DOWN_COOLDOWN_S)})"
             )
+        elif forced and len(stop) <= forced:
+            reason = f"{cap_name} {cap} < {fmt.plural(current)} → -{fmt.plural(len(stop))} (target {after})"
+        elif timed_out:
+            reason = f"{ctx.idle_text()} → {ctx.floor_scale_text(after)}"
         else:
-            after = current - len(stop)
-            if forced:
-                reason = f"{cap_name} {cap} < {fmt.plural(current)} → -{fmt.plural(len(stop))} (target {after})"
-            elif timed_out:
-                reason = f"{ctx.idle_text()} → {ctx.floor_scale_text(after)}"
-            else:
-                floor_note = f", cold_workers {floor}" if source == "floor" and after == floor else ""
-                reason = (
-                    f"{ctx.load_text('<')} for {fmt.seconds(held)}"
-                    f" → -{fmt.plural(len(stop))} (target {after}{floor_note})"
-                )
-            if after <= desired:
-                below_since = None
+            floor_note = f", {ctx.floor_name(floor)}" if source == "floor" and after == floor else ""
+            reason = (
+                f"{ctx.load_text('<')} for {fmt.seconds(held)}"
+                f" → -{fmt.plural(len(stop))} (target {after}{floor_note})"
+            )
+        if after <= desired:
+            below_since = None
     target = current + start - len(stop)
     rec = Recommendation(
         time=now,
@@ -370,13 +367,18 @@ class _Context:
             tq = self.settings.effective_target_queue_time
             return f"queue {fmt.seconds(self.view.queue_time)} > target_queue_time {fmt.seconds(tq)}"
         if source == "floor":
-            cold = self.settings.effective_cold_workers
-            if floor == cold:
-                return f"cold_workers {cold} > {fmt.plural(self.current)}"
-            if self.timeout is None:
-                return "at least 1 worker without a positive inactivity_timeout"
-            return f"at least 1 worker until idle {fmt.seconds(self.timeout)} (inactivity_timeout)"
+            if floor == self.settings.effective_cold_workers:
+                return f"cold_workers {floor} > {fmt.plural(self.current)}"
+            return self.floor_name(floor)
         return self.load_text(">")
+
+    def floor_name(self, floor: int) -> str:
+        """What sets the floor: ``cold_workers N``, or the one worker kept until the inactivity timeout."""
+        if floor == self.settings.effective_cold_workers:
+            return f"cold_workers {floor}"
+        if self.timeout is None:
+            return "at least 1 worker without a positive inactivity_timeout"
+        return f"at least 1 worker until idle {fmt.seconds(self.timeout)} (inactivity_timeout)"
 
     def load_text(self, relation: str) -> str:
         """``load 1,840/s > 0.9 × capacity 2,000/s`` and its min_load / min_cold_load / cold_mult forms."""

@@ -48,17 +48,16 @@ def _figures(r: SimulationResult) -> str:
 
 
 def _rows(r: SimulationResult, limit: int) -> list[SimulationStep]:
-    """Every step whose target changed, plus evenly spaced steps, at most ``limit`` in all."""
-    changed = [s for s in r.timeline if s.reason is not None]
-    if len(changed) >= limit:
-        return changed[:limit]
-    stride = max(1, len(r.timeline) // max(1, limit - len(changed)))
-    chosen = {id(s): s for s in changed}
-    for s in r.timeline[::stride]:
-        if len(chosen) >= limit:
+    """Every step whose target changed, filled up with evenly spaced steps: ``limit`` rows at most."""
+    steps = r.timeline
+    chosen = [i for i, s in enumerate(steps) if s.reason is not None][:limit]
+    spaced = [round(k * (len(steps) - 1) / max(1, limit - 1)) for k in range(limit)] if steps else []
+    taken = set(chosen)
+    for i in spaced + list(range(len(steps))):
+        if len(taken) >= limit:
             break
-        chosen.setdefault(id(s), s)
-    return sorted(chosen.values(), key=lambda s: s.time)
+        taken.add(i)
+    return [steps[i] for i in sorted(taken)]
 
 
 def result_text(r: SimulationResult, limit: int = 30) -> str:

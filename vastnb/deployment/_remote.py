@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import functools
 import inspect
 import queue
@@ -183,27 +184,21 @@ class RemoteFunction:
     async def _acall(self, payload: Payload, workload: float) -> Any:
         __tracebackhide__ = True
         loop = asyncio.get_running_loop()
-        outbox: asyncio.Queue[tuple[str, str] | None] = asyncio.Queue()
+        ctx = contextvars.copy_context()  # output is written in the calling cell's context
+        waiter: asyncio.Future[Any] = loop.create_future()
 
         def sink(stream: str, text: str) -> None:
-            loop.call_soon_threadsafe(outbox.put_nowait, (stream, text))
+            loop.call_soon_threadsafe(_write, stream, text, context=ctx)
 
         future = self._app._submit(self.name, payload, workload, sink)
-        future.add_done_callback(lambda _f: loop.call_soon_threadsafe(outbox.put_nowait, None))
+        # scheduled after any output callbacks of the same call, so output comes first
+        future.add_done_callback(lambda f: loop.call_soon_threadsafe(_settle, waiter, f))
         try:
-            while True:
-                item = await outbox.get()
-                if item is None:
-                    break
-                _write(*item)
+            return await waiter
         except asyncio.CancelledError:
-            self._app._cancel(future)
+            if not future.done():
+                self._app._cancel(future)
             raise
-        while not outbox.empty():
-            item = outbox.get_nowait()
-            if item is not None:
-                _write(*item)
-        return future.result()
 
     def call(self, *args: Any, **kwargs: Any) -> Any:
         """Run on a worker and block until the result is back (works inside a running event loop)."""
@@ -239,6 +234,17 @@ class RemoteFunction:
                 self._app._cancel(f)
             raise
         return list(results)
+
+
+def _settle(waiter: "asyncio.Future[Any]", future: "concurrent.futures.Future[Any]") -> None:
+    if waiter.done():
+        return
+    if future.cancelled():
+        waiter.cancel()
+    elif future.exception() is not None:
+        waiter.set_exception(future.exception())  # type: ignore[arg-type]
+    else:
+        waiter.set_result(future.result())
 
 
 def _as_args(item: Any) -> tuple[tuple, dict]:

@@ -15,6 +15,7 @@ type and is shown with the cell's frames only.
 from __future__ import annotations
 
 import ast
+import sys
 import traceback
 import types
 from dataclasses import dataclass
@@ -51,8 +52,27 @@ def cell_source(magic: str, line: str, body: str) -> str:
 
 def cell_filename(shell: Any, source: str) -> str:
     """Register ``source`` with the shell's compiler cache under the running cell's number."""
-    number = getattr(shell, "execution_count", 0) or 0
-    return str(shell.compile.cache(source, number, raw_code=source))
+    return str(shell.compile.cache(source, running_cell_number(shell), raw_code=source))
+
+
+def running_cell_number(shell: Any) -> int:
+    """The ``N`` of ``In[N]`` for the cell being executed.
+
+    IPython 9 counts ``execution_count`` up before it runs a cell, so the number
+    is read from the cell's own frame (the outermost frame of a file the shell
+    compiled); outside any cell it is the count the next cell will get.
+    """
+    names = getattr(getattr(shell, "compile", None), "_filename_map", {})
+    number = None
+    frame = sys._getframe(1)
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "<module>" and code.co_filename in names:
+            number = names[code.co_filename]
+        frame = frame.f_back  # type: ignore[assignment]
+    if number is None:
+        number = getattr(shell, "execution_count", 0) or 0
+    return int(number)
 
 
 def label(shell: Any, filename: str) -> str:

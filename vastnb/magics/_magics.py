@@ -9,6 +9,7 @@ short way.
 from __future__ import annotations
 
 import ast
+import importlib
 from typing import Any, Callable
 
 from IPython.core.error import UsageError
@@ -93,10 +94,15 @@ class VastMagics(Magics):
         self._var = DEFAULT_VAR
         self._known: dict[str, Deployment] = {}
 
+    @property
+    def _ns(self) -> dict[str, Any]:
+        assert self.shell is not None
+        return self.shell.user_ns
+
     # ================================================================ the current deployment
     def current(self, magic: str) -> Deployment:
         """The deployment magics act on: the one bound to ``app`` (or ``--var``), else the only one in the notebook."""
-        ns = self.shell.user_ns
+        ns = self._ns
         bound = ns.get(self._var)
         if isinstance(bound, Deployment):
             self._app = bound
@@ -118,7 +124,7 @@ class VastMagics(Magics):
 
     def _deployments_in_namespace(self) -> list[Deployment]:
         seen: list[Deployment] = []
-        for key, value in list(self.shell.user_ns.items()):
+        for key, value in list(self._ns.items()):
             if key.startswith("_") or key in ("In", "Out"):
                 continue
             if isinstance(value, Deployment) and all(value is not s for s in seen):
@@ -164,7 +170,7 @@ class VastMagics(Magics):
         return runtime
 
     def _bind(self, name: str, value: Any) -> None:
-        self.shell.user_ns[name] = value
+        self._ns[name] = value
 
     # ================================================================ %vast_deployment
     @magic_arguments()
@@ -248,7 +254,7 @@ class VastMagics(Magics):
                 "one. Move the others to a plain cell (or a %%vast_context cell of their own)."
             )
         name = classes[0].name
-        ns = self.shell.user_ns
+        ns = self._ns
         before = ns.get(name, _MISSING)
         run_in_user_namespace(self.shell, cell_code)
         try:
@@ -274,7 +280,7 @@ class VastMagics(Magics):
             ) from None
         helper = {"__vastnb_arguments__": lambda *a, **k: (a, k)}
         try:
-            args, kwargs = eval(code, self.shell.user_ns, helper)
+            args, kwargs = eval(code, self._ns, helper)
         except Exception as exc:  # noqa: BLE001 - any error in the user's expressions
             raise UsageError(f"%%vast_context: evaluating the arguments `{text}` failed: {type(exc).__name__}: {exc}") from None
         return args, kwargs
@@ -327,7 +333,7 @@ class VastMagics(Magics):
                 "    async def square(x):\n"
                 "        return x * x"
             )
-        ns = self.shell.user_ns
+        ns = self._ns
         names = [node.name for node in coroutines]
         before = {n: ns.get(n, _MISSING) for n in names}
         run_in_user_namespace(self.shell, cell_code)
@@ -361,7 +367,7 @@ class VastMagics(Magics):
         if expression is None:
             return None
         try:
-            return eval(expression, self.shell.user_ns)
+            return eval(expression, self._ns)
         except NameError as exc:
             raise UsageError(
                 f"%%vast_remote {option}: {exc}; define it in this cell or an earlier one."
@@ -396,7 +402,7 @@ class VastMagics(Magics):
         push_names, pull = _names("--push", args.push), _names("--pull", args.pull)
         app = self.current("%%vast_run")
         cell_code = compile_cell(self.shell, "vast_run", line, cell, top_level_await=True)
-        ns = self.shell.user_ns
+        ns = self._ns
         missing = [n for n in push_names if n not in ns]
         if missing:
             names = ", ".join(f"`{n}`" for n in missing)
@@ -539,11 +545,8 @@ class VastMagics(Magics):
                 f"%vast_gpus: deployment {app.name!r} has no image yet; declare it first, e.g. "
                 f'image = {self._var}.image("vastai/pytorch:@vastai-automatic-tag")'
             )
-        try:
-            from ..widgets import GpuPicker
-        except ImportError as exc:
-            raise UsageError(f"%vast_gpus: the GPU picker (vastnb.widgets.GpuPicker) is not available: {exc}") from None
-        return GpuPicker(image, source=app)
+        picker = _optional("vastnb.widgets", "GpuPicker", "%vast_gpus: the GPU picker")
+        return picker(image, source=app)
 
     @magic_arguments()
     @_help
@@ -562,10 +565,7 @@ class VastMagics(Magics):
             return None
         from ._export import history_cells, notebook_path
 
-        try:
-            from .. import export
-        except ImportError as exc:
-            raise UsageError(f"%vast_export: the export module (vastnb.export) is not available: {exc}") from None
+        export = _optional("vastnb.export", None, "%vast_export: the export module")
         options = {"path": args.path, "client": args.client, "check": args.check}
         source = notebook_path(self.shell)
         try:
@@ -612,15 +612,25 @@ def _widget_frontend(shell: Any) -> bool:
     return True
 
 
-def _renderers() -> tuple[Callable[..., str], Callable[..., str]]:
+def _optional(module: str, name: str | None, what: str) -> Any:
+    """A part another module provides (widgets, export), with a clear message while it is missing."""
     try:
-        from ..widgets import render_html, render_text
-    except ImportError:
+        mod = importlib.import_module(module)
+        return mod if name is None else getattr(mod, name)
+    except (ImportError, AttributeError) as exc:
+        target = module if name is None else f"{module}.{name}"
+        raise UsageError(f"{what} ({target}) is not available in this installation: {exc}") from None
+
+
+def _renderers() -> tuple[Callable[..., str], Callable[..., str]]:
+    for module in ("vastnb.widgets", "vastnb.widgets.dashboard"):
         try:
-            from ..widgets.dashboard import render_html, render_text
-        except ImportError as exc:
-            raise UsageError(f"%vast_status: the dashboard (vastnb.widgets) is not available: {exc}") from None
-    return render_html, render_text
+            mod = importlib.import_module(module)
+            return mod.render_html, mod.render_text
+        except (ImportError, AttributeError):
+            continue
+    render = _optional("vastnb.widgets", "render_html", "%vast_status: the dashboard")  # raises the clear message
+    return render, render
 
 
 def _benchmark_spec(app: Deployment, name: str | None) -> tuple[str, Any]:

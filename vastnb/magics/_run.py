@@ -14,7 +14,7 @@ import concurrent.futures
 import queue
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from IPython.core.error import UsageError
 
@@ -95,6 +95,12 @@ class CellRun:
 
         return sink
 
+    def _on_done(self, index: int) -> Callable[[Any], None]:
+        def done(_future: Any) -> None:
+            self.events.put(("done", str(index), "", ""))
+
+        return done
+
     def run(self) -> dict[str, Any]:
         """Run the cell; returns ``{worker id: {"repr", "pulled"} or exception}`` in worker order."""
         futures: list[concurrent.futures.Future[dict[str, Any]]] = []
@@ -104,7 +110,7 @@ class CellRun:
             for wid in self.targets:
                 futures.append(self.runtime.run_cell([wid], self.message, self._sink_for))
         for i, fut in enumerate(futures):
-            fut.add_done_callback(lambda _f, i=i: self.events.put(("done", str(i), "", "")))
+            fut.add_done_callback(self._on_done(i))
         try:
             self._relay(futures)
         except KeyboardInterrupt:

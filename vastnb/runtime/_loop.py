@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 import threading
 from typing import Any, Awaitable, Callable, TypeVar
 
@@ -12,9 +13,23 @@ T = TypeVar("T")
 __all__ = ["LoopThread"]
 
 
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop when installed (it halves the runtime's per-call overhead), else asyncio's loop.
+
+    ``VASTNB_LOOP=asyncio`` forces asyncio's own loop."""
+    if os.environ.get("VASTNB_LOOP", "") != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
 class LoopThread:
     def __init__(self, name: str) -> None:
-        self.loop = asyncio.new_event_loop()
+        self.loop = new_event_loop()
         self._ready = threading.Event()
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.thread.start()

@@ -128,6 +128,17 @@ def fmt_seconds(s: float | None) -> str:
     return f"{h}h {rest // 60:02d}m"
 
 
+def fmt_uptime(s: float | None) -> str:
+    """A coarse duration for uptimes: ``<1 s``, ``42 s``, ``3m 12s``."""
+    if s is None:
+        return "–"
+    if s < 1:
+        return "<1 s"
+    if s < 60:
+        return f"{s:.0f} s"
+    return fmt_seconds(s)
+
+
 def fmt_money(x: float | None, per: str = "/h") -> str:
     """Dollars: ``$0.42/h``, ``$12.30/h``."""
     if x is None:
@@ -152,15 +163,18 @@ def short_hash(version: str, n: int = 7) -> str:
 # --- small HTML blocks -----------------------------------------------------------------------
 
 
-def panel(body: str, *, title: str | None = None, note: str = "", min_width: int | None = None) -> str:
-    """A section: a small upper-case title (with an optional muted note) over its body."""
+def panel(body: str, *, title: str | None = None, note: str = "", min_width: int | None = None, sub: bool = False) -> str:
+    """A section: a small upper-case title (with an optional muted note, HTML) over its body; ``sub`` for a lighter sub-heading."""
     head = ""
     if title:
         note_html = f'<span style="font-weight:400;text-transform:none;letter-spacing:0;color:{FAINT};margin-left:8px">{note}</span>' if note else ""
-        head = (
-            f'<div style="font-size:11px;font-weight:600;letter-spacing:.06em;text-transform:uppercase;'
-            f'color:{MUTED};margin:0 0 6px 0">{esc(title)}{note_html}</div>'
+        style = (
+            f"font-size:12px;font-weight:600;color:{TEXT};margin:0 0 4px 0"
+            if sub
+            else f"font-size:11px;font-weight:600;letter-spacing:.06em;text-transform:uppercase;color:{MUTED};margin:0 0 6px 0"
         )
+        head = f'<div style="{style}">{esc(title)}{note_html}</div>'
+
     mw = f"min-width:{min_width}px;flex:1 1 {min_width}px;" if min_width else ""
     return f'<div style="{mw}margin:10px 0 4px 0">{head}{body}</div>'
 
@@ -176,6 +190,11 @@ def root(body: str) -> str:
         f'<div class="vastnb-view" style="font-family:{FONT};font-size:12.5px;line-height:1.45;color:{TEXT};'
         f'font-variant-numeric:tabular-nums;max-width:1100px">{body}</div>'
     )
+
+
+def simple_table(rows: Iterable[str]) -> str:
+    """A borderless layout table around pre-built ``<tr>`` rows."""
+    return f'<table style="border-collapse:collapse;font-size:12.5px;margin:0;background:transparent">{"".join(rows)}</table>'
 
 
 def empty(text: str) -> str:
@@ -370,7 +389,7 @@ def _nice_max(v: float) -> float:
     if v <= 0:
         return 1.0
     exp = math.floor(math.log10(v))
-    for m in (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10):
+    for m in (1, 2, 3, 4, 5, 6, 8, 10):
         if m * 10**exp >= v:
             return m * 10**exp
     return 10 ** (exp + 1)

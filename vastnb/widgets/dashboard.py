@@ -180,7 +180,7 @@ def workers_html(snapshot: DeploymentSnapshot, now: float | None = None, max_sto
                 h.fmt_num(w.load),
                 h.fmt_count(w.queue),
                 f'<span style="font-family:{h.MONO};font-size:11.5px">{code}</span>',
-                h.fmt_seconds(w.uptime(t)),
+                h.fmt_uptime(w.uptime(t)),
                 h.fmt_count(w.calls_done),
                 err,
             ]
@@ -236,7 +236,7 @@ def coldstart_html(snapshot: DeploymentSnapshot, now: float | None = None, max_s
             f"{'' if pend[w.id] is None else '≥ '}{total}</td></tr>"
         )
     legend = h.legend([(h.esc(n), c) for n, c in colors.items()])
-    body = legend + f'<table style="border-collapse:collapse">{"".join(rows)}</table>'
+    body = legend + h.simple_table(rows)
     return h.panel(body, title="Cold start", min_width=380)
 
 
@@ -252,7 +252,7 @@ def benchmarks_html(snapshot: DeploymentSnapshot, max_stopped: int = 5) -> str:
         runs = list(w.benchmark_runs)
         best = runs.index(max(runs)) if runs else None
         color = h.STATE_COLORS["benchmarking"] if w.state is WorkerState.BENCHMARKING else h.ACCENT
-        spark = h.spark_bars(runs, top, color=color, highlight=best, width=120, height=20)
+        spark = h.spark_bars(runs, max(runs, default=0.0), color=color, highlight=best, width=120, height=20)
         if w.perf_score is not None:
             score = (
                 f'<div style="display:flex;align-items:center;gap:8px">{h.hbar(w.perf_score, top, h.STATE_COLORS["ready"], width=130, title=h.fmt_rate(w.perf_score))}'
@@ -267,12 +267,12 @@ def benchmarks_html(snapshot: DeploymentSnapshot, max_stopped: int = 5) -> str:
             f'<td style="padding:3px 12px 3px 0;color:{h.FAINT};font-size:11px;white-space:nowrap">{len(runs)} run{"s" if len(runs) != 1 else ""}</td>'
             f'<td style="padding:3px 0">{score}</td></tr>'
         )
-    return h.panel(f'<table style="border-collapse:collapse">{"".join(rows)}</table>', title="Benchmarks", note="runs · score", min_width=380)
+    return h.panel(h.simple_table(rows), title="Benchmarks", note="runs · score", min_width=380)
 
 
 def _window(now: float, first: float | None) -> tuple[float, float]:
     start = now - WINDOW if first is None else max(now - WINDOW, first)
-    return min(start, now - 30.0), now
+    return min(start, now - 10.0), now
 
 
 def autoscaling_html(snapshot: DeploymentSnapshot, samples: Sequence[Sample] = (), now: float | None = None) -> str:
@@ -337,21 +337,19 @@ def autoscaling_html(snapshot: DeploymentSnapshot, samples: Sequence[Sample] = (
         )
     else:
         right = h.empty("No history yet.")
-    target = f'<div style="margin-bottom:4px">target <b>{a.target_workers}</b> worker{"s" if a.target_workers != 1 else ""}' + (
-        f' <span style="color:{h.FAINT}">· max {a.max_workers}</span>' if a.max_workers else ""
-    ) + "</div>"
+    target = f'target {a.target_workers} worker{"s" if a.target_workers != 1 else ""}' + (f" · max {a.max_workers}" if a.max_workers else "")
     charts = h.row(
-        h.panel(left, title="Load & capacity", min_width=330),
-        h.panel(target + right, title="Workers by state", note=f"last {h.fmt_seconds(WINDOW).replace(' 00s', '')}", min_width=360),
+        h.panel(left, title="Load & capacity", min_width=330, sub=True),
+        h.panel(right, title="Workers by state", note=f"last {h.fmt_seconds(WINDOW).replace(' 00s', '')}", min_width=360, sub=True),
     )
-    return h.panel(charts + decisions_html(snapshot, now=t), title="Autoscaling")
+    return h.panel(charts + decisions_html(snapshot, now=t), title="Autoscaling", note=target)
 
 
 def decisions_html(snapshot: DeploymentSnapshot, now: float | None = None) -> str:
     """The last autoscaler decisions, newest first, each with its reason."""
     decisions = list(snapshot.decisions[-MAX_DECISIONS:])[::-1]
     if not decisions:
-        return h.panel(h.empty("No scaling decision yet."), title="Decisions")
+        return h.panel(h.empty("No scaling decision yet."), title="Decisions", sub=True)
     rows = []
     for d in decisions:
         arrow, color = ("▲", h.UP) if d.target > d.current else ("▼", h.DOWN) if d.target < d.current else ("●", h.FAINT)
@@ -362,7 +360,7 @@ def decisions_html(snapshot: DeploymentSnapshot, now: float | None = None) -> st
             f"<b>{d.current} → {d.target}</b></td>"
             f'<td style="padding:2px 0">{h.esc(d.reason)}</td></tr>'
         )
-    return h.panel(f'<table style="border-collapse:collapse">{"".join(rows)}</table>', title="Decisions")
+    return h.panel(h.simple_table(rows), title="Decisions", sub=True)
 
 
 def sections_html(snapshot: DeploymentSnapshot, samples: Sequence[Sample] = (), now: float | None = None, max_stopped: int = 5) -> dict[str, str]:
@@ -418,7 +416,7 @@ def render_text(snapshot: DeploymentSnapshot, *, now: float | None = None, max_s
             err = _error_line(w.error) if w.error else ""
             rows.append([
                 w.id, w.gpu or "CPU", w.state.value, h.fmt_rate(w.perf_score), h.fmt_num(w.load), h.fmt_count(w.queue),
-                code, h.fmt_seconds(w.uptime(t)), h.fmt_count(w.calls_done), err[:60],
+                code, h.fmt_uptime(w.uptime(t)), h.fmt_count(w.calls_done), err[:60],
             ])
         out.append(h.text_table(["ID", "GPU", "STATE", "PERF", "LOAD", "QUEUE", "CODE", "UPTIME", "CALLS", "LAST ERROR"], rows, align="lllrrrlrrl"))
     else:

@@ -347,8 +347,12 @@ def main() -> None:
         threading.Thread(target=_watch_parent, args=(loop, server), daemon=True).start()
         await server.serve(announce)
 
+    from ..runtime._loop import new_event_loop
+
+    loop = new_event_loop()
+    asyncio.set_event_loop(loop)
     try:
-        asyncio.run(run())
+        loop.run_until_complete(run())
     except Exception:  # noqa: BLE001
         traceback.print_exc()
         os._exit(1)
