@@ -88,7 +88,7 @@ def running(ip: Any) -> Any:
 
 
 def _ready(app: vastnb.Deployment, n: int, timeout: float = 60.0) -> None:
-    app.ensure_ready()
+    app.ensure_ready(progress=False)
     deadline = time.monotonic() + timeout
     while sum(w.state.serving for w in app.snapshot().workers) < n:
         assert time.monotonic() < deadline, app.snapshot()

@@ -94,12 +94,15 @@ def test_simulate_refuses_nonsense() -> None:
 # -- the fluid queue ----------------------------------------------------------------------------
 
 
-def test_fluid_queue_wait_is_exact_for_a_single_call() -> None:
+def test_calls_wait_until_they_start_not_until_they_finish() -> None:
     one = AutoscalingSettings(cold_workers=1, max_workers=1)
-    r = simulate(LoadTrace.from_calls([(0, 1000)], duration_s=20), one, perf_score=100, cold_start_s=5, initial_workers=1)
-    assert r.max_queue_time == pytest.approx(10.0)  # the last unit starts after 10 s at 100/s
-    assert [s.queue_time for s in r.timeline[:4]] == [0.0, 1.0, 2.0, 3.0]
-    assert r.arrived == r.served == 1000
+    alone = simulate(LoadTrace.from_calls([(0, 1000)], duration_s=20), one, perf_score=100, cold_start_s=5, initial_workers=1)
+    assert alone.max_queue_time == 0.0  # ten seconds of service, no wait
+    assert alone.arrived == alone.served == 1000
+    five = LoadTrace.from_calls([(0, 100)] * 5, duration_s=10)
+    r = simulate(five, one, perf_score=100, cold_start_s=5, initial_workers=1)
+    assert r.max_queue_time == pytest.approx(4.0)  # the fifth call starts after four calls of one second
+    assert [s.queue_time for s in r.timeline[:6]] == [0.0, 1.0, 2.0, 3.0, 4.0, 0.0]
 
 
 def test_overload_queue_grows_at_the_rate_of_the_shortfall() -> None:
@@ -210,7 +213,7 @@ def test_a_call_after_scale_to_zero_brings_a_worker_back() -> None:
     trace = LoadTrace.from_calls([(0, 100), (100, 100)], duration_s=130)
     r = simulate(trace, LEAN.merged(cold_workers=0, inactivity_timeout=20), perf_score=1000, cold_start_s=5, initial_workers=1)
     assert [(d.time, d.target) for d in r.decisions] == [(0.0, 1), (20.0, 0), (101.0, 1), (120.0, 0)]
-    assert r.max_queue_time == pytest.approx(5.0)  # the second call waited one cold start
+    assert r.max_queue_time == pytest.approx(6.0)  # seen at the next control tick, then one cold start
 
 
 @pytest.mark.parametrize(("kwargs", "cap", "name"), [

@@ -4,10 +4,10 @@ The model: a worker started at ``t`` is provisioning for the first 20 % of
 ``cold_start_s``, loading until 80 %, benchmarking until 100 %, then ready and serving
 ``perf_score`` workload units per second (its score becomes known then). Requests join
 one FIFO queue as a fluid: rate traces arrive evenly within each step, recorded calls at
-their exact times, and ready workers drain the queue at their summed perf. Work goes to
+their exact times, and ready workers drain the queue at their summed perf (so calls are
+worked through one after another; a call waits until its first unit is served). Work goes to
 the quickest ready workers first, so a lightly loaded endpoint has idle workers the
-policy may drain. The queue time is the wait of the oldest waiting work (exact for a
-fluid FIFO). The policy runs every ``control_period_s``, sees the arriving load through
+policy may drain. The queue time is how long the oldest waiting work has waited. The policy runs every ``control_period_s``, sees the arriving load through
 :class:`LoadMeter`, and its starts and drains apply at once.
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from itertools import pairwise
 from dataclasses import dataclass, field
 from typing import Any, Mapping, NamedTuple
 
@@ -63,7 +64,12 @@ class _SimWorker:
 
 
 class _FluidQueue:
-    """Cumulative arrivals A(t) as breakpoints, cumulative service S; FIFO head age = t - A⁻¹(S)."""
+    """One FIFO queue of work as a fluid, drained at the ready workers' summed perf.
+
+    ``points`` are the breakpoints of the cumulative arrivals A(t); a recorded call is a
+    vertical pair ``(t, c), (t, c + workload)``. A call waits until its first unit is
+    served; work from a rate trace is a fluid whose every unit waits on its own.
+    """
 
     def __init__(self) -> None:
         self.points: deque[tuple[float, float]] = deque([(0.0, 0.0)])
@@ -81,35 +87,58 @@ class _FluidQueue:
 
     def run(self, a: float, b: float, rate: float, capacity: float) -> float:
         """Arrivals at ``rate`` and service at ``capacity`` over ``[a, b)``; the longest wait that ended in it."""
-        h = b - a
-        backlog = self.backlog
-        waited = 0.0
-        if capacity > 0 and _EPS < backlog <= capacity * h:  # the last waiting unit starts within [a, b)
-            waited = a + backlog / capacity - self.points[-1][0]
+        self._prune()
+        h, start, backlog = b - a, self.served, self.backlog
         if capacity <= 0:
-            served = 0.0
+            served, busy_until = 0.0, a
         elif rate >= capacity or backlog > (capacity - rate) * h:
-            served = capacity * h
-        else:
-            served = backlog + rate * h
+            served, busy_until = capacity * h, b
+        else:  # the queue empties within the step
+            served, busy_until = backlog + rate * h, a + backlog / (capacity - rate)
         if rate > 0:
             self.points.append((a, self.arrived))
             self.arrived += rate * h
             self.points.append((b, self.arrived))
-        self.served = min(self.arrived, self.served + served)
-        return waited
+        self.served = min(self.arrived, start + served)
+        if busy_until <= a:
+            return 0.0
+        return self._longest_wait(a, start, start + capacity * (busy_until - a), capacity)
+
+    def _longest_wait(self, a: float, start: float, end: float, capacity: float) -> float:
+        """Longest wait of the work whose service began in ``[start, end)`` (served at ``capacity`` from ``a``)."""
+        longest = 0.0
+        for (t0, c0), (t1, c1) in pairwise(self.points):
+            if c0 >= end:
+                break
+            if c1 <= start or c1 == c0:
+                continue
+            if t0 == t1:  # a call: it waited until its first unit was served
+                if c0 >= start:
+                    longest = max(longest, a + (c0 - start) / capacity - t0)
+                continue
+            for x in (max(c0, start), min(c1, end)):  # fluid: the wait is linear between the ends
+                longest = max(longest, a + (x - start) / capacity - (t0 + (x - c0) / (c1 - c0) * (t1 - t0)))
+        return longest
+
+    def _prune(self) -> None:
+        while len(self.points) > 2 and self.points[1][1] <= self.served:
+            self.points.popleft()
 
     def head_age(self, t: float) -> float:
-        pts = self.points
-        while len(pts) > 2 and pts[1][1] <= self.served:
-            pts.popleft()
+        """How long the oldest work not yet started has waited at ``t`` (0 when none waits)."""
+        self._prune()
         if self.backlog <= _EPS * max(1.0, self.arrived):
             return 0.0
-        (t0, c0), (t1, c1) = pts[0], pts[1]
-        if c1 <= self.served:  # only the last arrival point is left: the head arrived there
-            return max(0.0, t - t1)
-        arrived_at = t0 if c1 == c0 else t0 + (self.served - c0) / (c1 - c0) * (t1 - t0)
-        return max(0.0, t - arrived_at)
+        for (t0, c0), (t1, c1) in pairwise(self.points):
+            if c1 <= self.served or c1 == c0:
+                continue
+            if t0 == t1:
+                if self.served <= c0 + _EPS:
+                    return max(0.0, t - t0)
+                continue  # this call is being served; the next arrival is the head
+            x = max(self.served, c0)
+            return max(0.0, t - (t0 + (x - c0) / (c1 - c0) * (t1 - t0)))
+        return 0.0
 
 
 @dataclass

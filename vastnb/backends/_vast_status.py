@@ -44,6 +44,7 @@ VAST_STATES: dict[str, WorkerState] = {
     **dict.fromkeys(("stopped", "inactive", "offline", "destroyed", "exited"), WorkerState.STOPPED),
     **dict.fromkeys(("error", "errored", "failed"), WorkerState.ERROR),
 }
+REPLY_TRUST = 30.0  # seconds a frame reply outweighs a "still starting" from Vast's worker list
 _PRICE_KEYS = ("dph_total", "dph", "price", "price_per_hour", "cost_per_hour")
 
 
@@ -85,6 +86,7 @@ class WorkerView:
     calls_done: int = 0
     code: set[str] = field(default_factory=set)
     listed: bool = False  # seen in Vast's worker list (not only in a reply)
+    replied_at: float = 0.0  # last frame reply from it (Vast's list can lag behind)
 
     def snapshot(self, code_version: str) -> WorkerSnapshot:
         return WorkerSnapshot(
@@ -125,7 +127,10 @@ class StatusTracker:
                 before = view.snapshot("")
                 view.listed = True
                 view.status = worker.status
-                view.state = map_state(worker.status, worker.cur_load, worker.reqs_working)
+                state = map_state(worker.status, worker.cur_load, worker.reqs_working)
+                if state.starting and view.state.serving and now - view.replied_at < REPLY_TRUST:
+                    state = view.state  # it answered a frame moments ago: Vast's list has not caught up
+                view.state = state
                 view.perf_score = worker.perf if worker.perf > 0 else (worker.measured_perf or None)
                 view.load = worker.cur_load
                 view.queue = worker.reqs_working
@@ -169,6 +174,7 @@ class StatusTracker:
                 view.state = WorkerState.READY
                 view.ready_at = view.ready_at or time.time()
             view.pid = pid if pid is not None else view.pid
+            view.replied_at = time.time()
             if code:
                 view.code |= code
             if call:

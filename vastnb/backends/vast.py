@@ -153,6 +153,12 @@ class VastBackend:
     def machine_max_workers(self) -> int | None:
         return None
 
+    def wait_deployed(self, timeout: float | None = None) -> DeployResult:
+        """Block until the deployment is registered (and uploaded if needed); what the SDK's server answered."""
+        if self._deployed is None:
+            raise RuntimeError("the Vast backend is not started")
+        return self._deployed.result(timeout)
+
     async def _deploy(self, image: Any) -> DeployResult:
         assert self.sdk is not None
         self._nudge = asyncio.Event()

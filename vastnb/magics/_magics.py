@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import time
 from typing import Any, Callable
 
 from IPython.core.error import UsageError
@@ -379,7 +380,7 @@ class VastMagics(Magics):
     @no_var_expand
     @magic_arguments("%vast_run")
     @_help
-    @argument("--all", action="store_true", help="run on every ready worker (output labelled by worker)")
+    @argument("--all", action="store_true", help="run on every worker, waiting for ones still starting (output labelled by worker)")
     @argument("--worker", metavar="ID", help="run on this worker (ids as in %%vast_status, e.g. w1)")
     @argument("--push", metavar="NAMES", action="append",
               help="notebook variables to copy to the worker(s) first, comma-separated")
@@ -410,6 +411,8 @@ class VastMagics(Magics):
         push = {n: ns[n] for n in push_names}
         _check_sendable(push)
         runtime = self._runtime(app, "%%vast_run")
+        if args.all or args.worker:
+            _settle(app)
         serving = [w.id for w in app.snapshot().workers if w.state.serving]
         targets: list[str] | None = None
         if args.all:
@@ -610,6 +613,13 @@ def _widget_frontend(shell: Any) -> bool:
     except ImportError:
         return False
     return True
+
+
+def _settle(app: Deployment, timeout: float = 60.0) -> None:
+    """Wait (bounded) for workers that are still starting, so ``--all`` means every worker the deployment has."""
+    deadline = time.monotonic() + timeout
+    while any(w.state.starting for w in app.snapshot().workers) and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def _optional(module: str, name: str | None, what: str) -> Any:

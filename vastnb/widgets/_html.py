@@ -283,6 +283,18 @@ def table(
     )
 
 
+def progress_html(frac: float, label: str, *, description: str = "", color: str = ACCENT, width: int = 260) -> str:
+    """A static progress bar: description, bar, label on one line."""
+    frac = max(0.0, min(1.0, frac))
+    desc = f'<b style="margin-right:8px">{esc(description)}</b>' if description else ""
+    return root(
+        f'<div style="display:flex;align-items:center;gap:0">{desc}'
+        f'<div style="width:{width}px;height:10px;border-radius:5px;background:{TRACK};flex:none;overflow:hidden">'
+        f'<div style="width:{frac * 100:.1f}%;height:100%;background:{color}"></div></div>'
+        f'<span style="margin-left:8px">{esc(label)}</span></div>'
+    )
+
+
 # --- SVG -------------------------------------------------------------------------------------
 
 

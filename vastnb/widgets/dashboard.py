@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 from ..events import DeploymentSnapshot, Event, EventBus, EventKind, WorkerSnapshot, WorkerState
 from . import _html as h
+from .progress import Throttle
 
 if TYPE_CHECKING:
     import ipywidgets
@@ -327,8 +328,8 @@ def autoscaling_html(snapshot: DeploymentSnapshot, samples: Sequence[Sample] = (
     hist = [(ts, c) for ts, c in snapshot.history if ts >= t - WINDOW - 60]
     if hist:
         t0, t1 = _window(t, hist[0][0])
-        order = [s for s in WorkerState if s is not WorkerState.STOPPED]
-        order = [WorkerState.READY, WorkerState.BUSY] + [s for s in order if s not in (WorkerState.READY, WorkerState.BUSY)]
+        first = [WorkerState.READY, WorkerState.BUSY]
+        order: list[WorkerState] = first + [s for s in WorkerState if s is not WorkerState.STOPPED and s not in first]
         present = [s for s in order if any(c.get(s.value) for _, c in hist)]
         layers = [(s.value, h.STATE_COLORS[s.value], [float(c.get(s.value, 0)) for _, c in hist]) for s in present]
         right = (
@@ -478,10 +479,9 @@ class Dashboard:
         self._widget: ipywidgets.VBox | None = None
         self._sections: dict[str, ipywidgets.HTML] = {}
         self._samples: collections.deque[Sample] = collections.deque(maxlen=4000)
-        self._wake = threading.Event()
         self._stopping = False
         self._closed = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._throttle: Throttle | None = None
         self._unsubscribe: Any = None
         self._render_lock = threading.Lock()
         self._displays: list[Any] = []
@@ -563,44 +563,40 @@ class Dashboard:
             self._widget = w.VBox(list(self._sections.values()), layout=w.Layout(width="100%", padding="4px 2px"))
             self._widget.add_class("vastnb-dashboard")
             self._redraw()
-            if not self.closed:
+            if not self._stopping:
+                self._throttle = Throttle(
+                    self._redraw, self.min_interval, name=f"vastnb-dashboard-{self.name}", tick=self._tick, final=self._finish
+                )
                 self._unsubscribe = self.source.events.subscribe(self._on_event)
-                self._thread = threading.Thread(target=self._run, name=f"vastnb-dashboard-{self.name}", daemon=True)
-                self._thread.start()
+                self._throttle.start()
         return self._widget
+
+    def _tick(self) -> float | None:
+        live = self._last is not None and self._last.state in ("starting", "running")
+        return self.tick if live else None
 
     def _on_event(self, event: Event) -> None:
         # Runs on the publisher's thread: flag and return.
-        if event.kind is EventKind.LOG:
+        if event.kind is EventKind.LOG or self._throttle is None:
             return
         if event.kind is EventKind.SHUTDOWN:
             self._stopping = True
-        self._wake.set()
+            self._throttle.stop(wait=False)
+        else:
+            self._throttle.poke()
 
     def refresh(self) -> None:
         """Ask for a redraw (it happens on the dashboard's thread)."""
-        self._wake.set()
+        if self._throttle is not None:
+            self._throttle.poke()
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop listening, draw the final state, and end the dashboard's thread."""
         self._stopping = True
-        self._wake.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
-        elif thread is None:
+        if self._throttle is not None:
+            self._throttle.stop(timeout)
+        elif not self.closed:
             self._finish()
-
-    def _run(self) -> None:
-        while True:
-            live = self._last is not None and self._last.state in ("starting", "running")
-            self._wake.wait(self.tick if live else None)
-            self._wake.clear()
-            if self._stopping:
-                break
-            self._redraw()
-            time.sleep(self.min_interval)  # the rate limit; events meanwhile leave _wake set: the trailing redraw
-        self._finish()
 
     def _finish(self) -> None:
         if self._unsubscribe is not None:
