@@ -111,7 +111,7 @@ def test_lowering_max_workers_drains_idle_workers_at_once() -> None:
     assert rec.stop == ("w0", "w1", "w2") and state.below_since == 0
     busy = [ready(f"w{i}", load=1) for i in range(5)]
     rec = once(view(*busy, load=100), PLAIN.merged(max_workers=2))
-    assert rec.reason == "holding 5: no idle worker to drain toward target 2"
+    assert rec.reason == "holding 5: no idle worker to drain toward target 1"
     assert rec.stop == ()
 
 
@@ -260,8 +260,9 @@ def test_unknown_perf_holds_until_the_first_benchmark() -> None:
 
 def test_only_idle_ready_workers_are_drained() -> None:
     workers = (ready("a", load=1), ready("b", load=1), ready("c", load=1))
-    rec = once(view(*workers, now=100, load=100), PLAIN, PolicyState(below_since=0))
-    assert rec.reason == "holding 3: load 100/s within capacity 3,000/s"
+    rec, state = decide(view(*workers, now=100, load=100), PLAIN, PolicyState(below_since=0))
+    assert rec.reason == "holding 3: no idle worker to drain toward target 1"
+    assert rec.stop == () and state.below_since == 0  # the first worker to idle goes at once
     workers = (ready("a", load=1), ready("b", load=1), ready("c", idle_since=5))
     rec = once(view(*workers, now=100, load=100), PLAIN, PolicyState(below_since=0))
     assert rec.stop == ("c",)
@@ -292,7 +293,9 @@ def test_drains_the_slowest_then_the_longest_idle_first() -> None:
     )
     rec = once(view(*workers, now=100, load=0), PLAIN, PolicyState(below_since=0))
     assert rec.stop == ("old", "new", "fast")
-    assert rec.reason == "load 0/s < 1 × capacity 1,700/s for 100 s → -3 workers (target 1)"
+    assert rec.reason == (
+        "load 0/s < 1 × capacity 1,700/s for 100 s → -3 workers (target 1, at least 1 worker without a positive inactivity_timeout)"
+    )
     rec = once(view(*workers, now=100, load=0), PLAIN.merged(cold_workers=2), PolicyState(below_since=0))
     assert rec.stop == ("old", "new")
     assert rec.reason == "load 0/s < 1 × capacity 1,700/s for 100 s → -2 workers (target 2, cold_workers 2)"

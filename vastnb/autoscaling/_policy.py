@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Callable
 
 from ..events import AutoscalerSnapshot, Decision, WorkerSnapshot, WorkerState
 from . import _format as fmt
@@ -230,19 +231,18 @@ def decide(view: ScalingView, settings: AutoscalingSettings, state: PolicyState)
     if view.machine_max_workers is not None and view.machine_max_workers < cap:
         cap, cap_name = max(0, view.machine_max_workers), "machine_max_workers"
 
-    # Scale-down candidates, slowest and longest idle first; kept while the rest cover the need.
-    idle = sorted(
-        (w for w in counted if w.idle),
-        key=lambda w: (perf(w), w.idle_since if w.idle_since is not None else now, w.id),
-    )
+    def spare(remaining: float, w: WorkerView) -> bool:
+        """Whether the others still cover the need, with headroom, without ``w``."""
+        return remaining - perf(w) + _EPS >= need.needed * (1 + SCALE_DOWN_HEADROOM)
+
     if assumed is None:
         by_load = max(current, 1 if load > 0 else 0)
     elif capacity + _EPS < need.needed:
         by_load = current + math.ceil((need.needed - capacity) / assumed - _EPS)
-    else:
+    else:  # ready workers the need could spare, slowest first (busy or not: they idle soon enough)
         by_load, remaining = current, capacity
-        for w in idle:
-            if remaining - perf(w) + _EPS < need.needed * (1 + SCALE_DOWN_HEADROOM):
+        for w in sorted(ready, key=perf):
+            if not spare(remaining, w):
                 break
             remaining -= perf(w)
             by_load -= 1
@@ -287,7 +287,7 @@ def decide(view: ScalingView, settings: AutoscalingSettings, state: PolicyState)
         held = now - below_since
         settled = timed_out or held >= SCALE_DOWN_COOLDOWN_S
         surplus = current - desired if settled else forced
-        stop = tuple(w.id for w in idle[:surplus])
+        stop = _drain(counted, surplus, forced, capacity, perf, spare, now)
         after = current - len(stop)
         if not stop and surplus:
             reason = f"holding {current}: no idle worker to drain toward target {desired}"
@@ -323,6 +323,34 @@ def decide(view: ScalingView, settings: AutoscalingSettings, state: PolicyState)
         queue_time=view.queue_time,
     )
     return rec, PolicyState(first_seen=first_seen, below_since=below_since, target=target)
+
+
+def _drain(
+    counted: list[WorkerView],
+    count: int,
+    forced: int,
+    capacity: float,
+    perf: Callable[[WorkerView], float],
+    spare: Callable[[float, WorkerView], bool],
+    now: float,
+) -> tuple[str, ...]:
+    """Up to ``count`` idle workers to drain, slowest and longest idle first.
+
+    The first ``forced`` go regardless (over the cap); the others only while the rest
+    still cover the need.
+    """
+    idle = sorted(
+        (w for w in counted if w.idle),
+        key=lambda w: (perf(w), w.idle_since if w.idle_since is not None else now, w.id),
+    )
+    chosen: list[str] = []
+    remaining = capacity
+    for w in idle:
+        if len(chosen) >= count or (len(chosen) >= forced and not spare(remaining, w)):
+            break
+        chosen.append(w.id)
+        remaining -= perf(w)
+    return tuple(chosen)
 
 
 @dataclass(frozen=True)

@@ -678,14 +678,14 @@ class LocalRuntime:
 
     def _pick(self, fn: FunctionSpec) -> WorkerHandle | None:
         window = PARALLEL_WINDOW if fn.allow_parallel else SERIAL_WINDOW
-        best, best_wait = None, float("inf")
+        best, best_key = None, (float("inf"), 0)
         default = self.default_perf()
         for h in self.workers.values():
             if not h.serving or len(h.inflight) >= window:
                 continue
-            wait = h.load / (h.perf_score or default)
-            if wait < best_wait:
-                best, best_wait = h, wait
+            key = (h.load / (h.perf_score or default), h.calls_done)  # ties go to the less used worker
+            if key < best_key:
+                best, best_key = h, key
         return best
 
     def _send_call(self, handle: WorkerHandle, call: Call) -> None:

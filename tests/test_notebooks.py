@@ -1,0 +1,132 @@
+"""The example notebooks, executed end to end in a real Jupyter kernel, outputs compared with the saved ones.
+
+Each notebook is stored with the outputs it should produce. The test runs it in
+a fresh kernel (this interpreter, through a kernel spec made for the test, so it
+works wherever ``.venv`` was created) and compares every code cell's outputs
+with the stored ones after masking what truly changes between runs: timings,
+rates, clock times, process ids, ports, addresses and code hashes. Streams are
+compared per stream (stdout, stderr), since how a stream is split into chunks
+is not part of the result.
+
+To store new outputs after an intended change, run::
+
+    VASTNB_UPDATE_NOTEBOOKS=1 .venv/bin/pytest tests/test_notebooks.py
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import nbformat
+import pytest
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import KernelManager
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ["quickstart", "contexts_and_hot_reload", "shared_runtime"]
+UPDATE = os.environ.get("VASTNB_UPDATE_NOTEBOOKS") == "1"
+BUDGET = {"quickstart": 60.0, "contexts_and_hot_reload": 60.0, "shared_runtime": 60.0}  # seconds, 2-core CI
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+_MASKS: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"\x1b\[[0-9;]*m"), ""),  # colours
+    (re.compile(r"/tmp/ipykernel_\d+/\d+\.py"), "<cell file>"),
+    (re.compile(r"0x[0-9a-fA-F]+"), "0x…"),
+    (re.compile(r"\b\d{1,2}:\d{2}:\d{2}\b"), "hh:mm:ss"),
+    (re.compile(r"\b(pid|process) \d+"), r"\1 …"),
+    (re.compile(r"(127\.0\.0\.1|localhost):\d+"), r"\1:…"),
+    (re.compile(r"\b(?=[0-9a-f]*[0-9])(?=[0-9a-f]*[a-f])[0-9a-f]{7,64}\b"), "<hash>"),
+    (re.compile(r"[▁▂▃▄▅▆▇█]+"), "▁"),
+    (re.compile(r"(?<![\w.])[0-9][0-9,]*(\.[0-9]+)?(e[+-]?\d+)?\s?(ns|µs|us|ms|s|min|h)\b"), "<t>"),
+    (re.compile(r"(?<![\w.])[0-9][0-9,]*(\.[0-9]+)?([kMG])?\s?(/s|/h)"), r"<n>\3"),
+    (re.compile(r"perf score \(workload units/s\)"), "perf score"),
+    (re.compile(r"(?m)^(\s*w\d+\s+)[0-9][0-9,.]*$"), r"\1<score>"),
+    (re.compile(r"[ \t]+"), " "),
+]
+
+
+def sanitize(text: str) -> str:
+    for pattern, repl in _MASKS:
+        text = pattern.sub(repl, text)
+    return "\n".join(line.rstrip() for line in text.splitlines()).strip("\n")
+
+
+def comparable(outputs: list[dict[str, Any]]) -> dict[str, Any]:
+    """What must match in a cell's outputs: streams per name, rich outputs' text and kinds, errors."""
+    streams: dict[str, str] = {}
+    rich: list[tuple[str, ...]] = []
+    for out in outputs:
+        kind = out["output_type"]
+        if kind == "stream":
+            streams[out["name"]] = streams.get(out["name"], "") + out["text"]
+        elif kind in ("display_data", "execute_result"):
+            data = out.get("data", {})
+            kinds = tuple(sorted(k for k in data if k in ("text/html", WIDGET_VIEW)))
+            rich.append((kind, sanitize(data.get("text/plain", "")), *kinds))
+        elif kind == "error":
+            rich.append(("error", out["ename"], sanitize(out["evalue"]), sanitize("\n".join(out.get("traceback", [])))))
+    return {"streams": {k: sanitize(v) for k, v in sorted(streams.items())}, "rich": rich}
+
+
+@pytest.fixture(scope="session")
+def kernel_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A kernel spec for this interpreter, private to the test run (nothing installed into the environment)."""
+    root = tmp_path_factory.mktemp("kernels")
+    spec = root / "vastnb-test"
+    spec.mkdir()
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "vastnb test (this interpreter)",
+        "language": "python",
+    }))
+    return root
+
+
+def execute(name: str, kernel_dir: Path) -> tuple[Any, Any, float]:
+    path = ROOT / "notebooks" / f"{name}.ipynb"
+    stored = nbformat.read(path, as_version=4)
+    nb = copy.deepcopy(stored)
+    km = KernelManager(kernel_name="vastnb-test", kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernel_dir)]))
+    client = NotebookClient(nb, km=km, timeout=120, resources={"metadata": {"path": str(path.parent)}})
+    t0 = time.monotonic()
+    client.execute()
+    return stored, nb, time.monotonic() - t0
+
+
+@pytest.fixture(params=NOTEBOOKS)
+def executed(request: pytest.FixtureRequest, kernel_dir: Path) -> Iterator[tuple[str, Any, Any, float]]:
+    name = request.param
+    stored, nb, elapsed = execute(name, kernel_dir)
+    yield name, stored, nb, elapsed
+    if UPDATE:
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                cell.metadata.pop("execution", None)
+        nbformat.write(nb, ROOT / "notebooks" / f"{name}.ipynb")
+
+
+def test_notebook_runs_end_to_end_with_the_stored_outputs(executed: tuple[str, Any, Any, float]) -> None:
+    name, stored, nb, elapsed = executed
+    print(f"{name}.ipynb: executed in {elapsed:.1f} s")
+    assert elapsed < BUDGET[name]
+    code = [(s, c) for s, c in zip(stored.cells, nb.cells) if c.cell_type == "code"]
+    assert code and all(c.get("execution_count") for _s, c in code)
+    if UPDATE:
+        return
+    for i, (want, got) in enumerate(code):
+        assert comparable(got.outputs) == comparable(want.outputs), f"{name}.ipynb code cell {i}:\n{got.source}"
+
+
+def test_sanitize_masks_only_volatile_values() -> None:
+    text = "w1  CPU  ready  2,650,411/s  0  0  28d1e5d  164 ms  3 · took 1.5 s at 10:20:37 (pid 4242, 127.0.0.1:33307)"
+    assert sanitize(text) == "w1 CPU ready <n>/s 0 0 <hash> <t> 3 · took <t> at hh:mm:ss (pid …, 127.0.0.1:…)"
+    assert sanitize("Out: [w1] 'w1'\n[w2] 285") == "Out: [w1] 'w1'\n[w2] 285"
+    assert sanitize("  w2      1,234.5") == " w2 <score>"

@@ -1,0 +1,522 @@
+"""The GPU picker: choose the GPUs a deployment's workers may run on, and see what that means.
+
+::
+
+    picker = GpuPicker(image, source=app)     # or %vast_gpus
+    picker                                    # the widget
+    picker.code                               # 'image.require(gpu_name.in_([RTX_4090, H100_SXM]), gpu_ram >= 24)'
+    picker.apply()                            # the same as running that line (replacing what it applied before)
+
+As you choose, it shows the Python line it stands for, the Vast query string,
+which of this machine's GPUs match (and why not), how many Vast offers match and
+the cheapest (when an ``offers`` provider is given), and, once workers have
+benchmarked, each GPU model's measured score against its price.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+
+from .. import gpus as _gpus
+from .. import query as _q
+from ..errors import ConfigurationError
+from ..events import Event, EventKind, WorkerSnapshot
+from . import _html as h
+from .progress import Throttle
+
+if TYPE_CHECKING:
+    import ipywidgets
+
+__all__ = ["GpuPicker"]
+
+log = logging.getLogger("vastnb")
+
+SEGMENTS = ("data center", "consumer", "professional", "AMD")
+MEMORY_STEPS = (0, 8, 12, 16, 24, 32, 40, 48, 80, 96, 141)
+GPU_COUNTS = (0, 1, 2, 4, 8)
+PRICE_STEPS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+RELIABILITY_STEPS = (0.0, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995)
+CPU_STEPS = (0, 2, 4, 8, 16, 32, 64)
+DISK_STEPS = (0, 16, 32, 50, 100, 200, 500, 1000)
+
+OffersProvider = Callable[[_q.Query], Sequence[Any]]
+
+
+def _field(offer: Any, name: str) -> Any:
+    return offer.get(name) if isinstance(offer, dict) else getattr(offer, name, None)
+
+
+def _model_of(gpu: str | None) -> _gpus.GpuModel | None:
+    """The catalog model of a worker's GPU label (``"RTX_4090 #0"``)."""
+    if not gpu:
+        return None
+    return _gpus.by_name(re.sub(r"\s*#\d+$", "", gpu))
+
+
+def _per_dollar(perf: float, dph: float) -> str:
+    """Workload units per dollar, from units per second and dollars per hour."""
+    units = perf * 3600 / dph
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if units >= div:
+            return f"{units / div:.3g}{suffix}"
+    return f"{units:.3g}"
+
+
+class GpuPicker:
+    """Choose GPU requirements for ``image`` with controls; :meth:`apply` sets them on the image.
+
+    ``image`` needs ``set_picker_requirement(query_or_None) -> str | None`` (a
+    :class:`vastnb.Image` has it): each apply replaces the picker's previous
+    requirement instead of adding a conflicting one. ``offers`` is a callable
+    taking the picker's :class:`~vastnb.query.Query` (without Vast's search
+    defaults) and returning offers with ``gpu_name``, ``num_gpus``,
+    ``dph_total``, ``reliability``; it runs on a background thread. ``source``
+    (a deployment) adds measured scores against prices. ``local`` overrides the
+    detected local GPUs (``vastnb.gpus.local_gpus()``).
+    """
+
+    def __init__(
+        self,
+        image: Any,
+        *,
+        source: Any = None,
+        offers: OffersProvider | None = None,
+        local: Sequence[_gpus.LocalGpu] | None = None,
+        var: str = "image",
+    ) -> None:
+        self.image = image
+        self.source = source
+        self.offers_provider = offers
+        self.var = var
+        self.local = _gpus.local_gpus() if local is None else list(local)
+        self.local_reason: str | None = getattr(self.local, "reason", None)
+        self.status = ""  # what the last apply() said
+        self.offers: list[Any] | None = None  # the last search's offers (None before one)
+        self.offers_error: str | None = None
+        self._offers_for: str | None = None  # query string the offers belong to
+        self._offers_cond = threading.Condition()
+        self._selected: dict[str, None] = {}  # constants, in the order chosen
+        self._syncing = False
+        self._lock = threading.RLock()
+        self._build()
+        self._offer_search = Throttle(self._search_offers, 0.4, name="vastnb-picker-offers") if offers else None
+        self._source_redraw: Throttle | None = None
+        self._unsubscribe: Callable[[], None] | None = None
+        if source is not None and getattr(source, "events", None) is not None:
+            self._source_redraw = Throttle(self._render, 1.0, name="vastnb-picker-source")
+            self._unsubscribe = source.events.subscribe(self._on_event)
+        self._changed()
+
+    # ------------------------------------------------------------------ controls
+    def _build(self) -> None:
+        import ipywidgets as w
+
+        self._filter = w.Text(placeholder="filter models, e.g. 4090 or H100", layout=w.Layout(width="260px"))
+        self.model_lists: dict[str, ipywidgets.SelectMultiple] = {}
+        columns = []
+        for segment in SEGMENTS:
+            sel = w.SelectMultiple(options=self._options(segment, ""), rows=9, layout=w.Layout(width="100%"))
+            sel.observe(self._on_models(segment), names="value")
+            self.model_lists[segment] = sel
+            head = w.HTML(f'<div style="font-size:11px;font-weight:600;letter-spacing:.05em;text-transform:uppercase;color:{h.MUTED}">{h.esc(segment)}</div>')
+            columns.append(w.VBox([head, sel], layout=w.Layout(min_width="0")))
+        self._grid = w.GridBox(columns, layout=w.Layout(grid_template_columns="repeat(auto-fill, minmax(235px, 1fr))", grid_gap="4px 12px", width="100%"))
+        self._chips = w.HTML(layout=w.Layout(flex="1 1 auto"))
+        self._clear = w.Button(description="Clear", icon="times", layout=w.Layout(width="80px"), tooltip="Deselect every model")
+        self._clear.on_click(lambda _: self.select())
+        style = {"description_width": "110px"}
+        lay = w.Layout(width="360px")
+
+        def slider(desc: str, steps: Sequence[Any], fmt: Callable[[Any], str]) -> ipywidgets.SelectionSlider:
+            return w.SelectionSlider(options=[(fmt(v), v) for v in steps], value=steps[0], description=desc, style=style, layout=lay, continuous_update=False)
+
+        self.min_gpu_ram = slider("GPU memory ≥", MEMORY_STEPS, lambda v: "any" if not v else f"{v} GB")
+        self.num_gpus = w.ToggleButtons(options=[("any" if not v else str(v), v) for v in GPU_COUNTS], value=0, description="GPUs", style={**style, "button_width": "46px"})
+        self.max_price = slider("max $/hour", PRICE_STEPS, lambda v: "any" if not v else f"${v:g}")
+        self.min_reliability = slider("reliability ≥", RELIABILITY_STEPS, lambda v: "any" if not v else f"{v:g}")
+        self.min_cpu_cores = slider("CPU cores ≥", CPU_STEPS, lambda v: "any" if not v else str(v))
+        self.min_disk = slider("disk ≥", DISK_STEPS, lambda v: "any" if not v else f"{v} GB")
+        for ctl in self._controls():
+            ctl.observe(lambda _: self._changed(), names="value")
+        self._filter.observe(lambda _: self._refilter(), names="value")
+        self._apply_button = w.Button(description="Apply", button_style="primary", icon="check", tooltip="Set this requirement on the image")
+        self._apply_button.on_click(lambda _: self.apply())
+        self._status = w.HTML()
+        self._out = w.HTML(layout=w.Layout(width="100%"))
+        title = w.HTML(
+            h.root(f'<div style="font-size:15px;font-weight:650">GPU picker '
+                   f'<span style="font-weight:400;font-size:12px;color:{h.FAINT}">choose where workers may run; Apply sets it on <code>{h.esc(self.var)}</code></span></div>')
+        )
+        settings = w.GridBox(
+            [self.min_gpu_ram, self.num_gpus, self.max_price, self.min_reliability, self.min_cpu_cores, self.min_disk],
+            layout=w.Layout(grid_template_columns="repeat(auto-fill, minmax(370px, 1fr))", grid_gap="2px 12px", width="100%", margin="6px 0"),
+        )
+        self.widget = w.VBox(
+            [title, w.HBox([self._filter, self._chips, self._clear], layout=w.Layout(align_items="center", width="100%")),
+             self._grid, settings, self._out, w.HBox([self._apply_button, self._status], layout=w.Layout(align_items="center"))],
+            layout=w.Layout(width="100%", padding="4px 2px"),
+        )
+        self.widget.add_class("vastnb-gpu-picker")
+
+    def _controls(self) -> list[Any]:
+        return [self.min_gpu_ram, self.num_gpus, self.max_price, self.min_reliability, self.min_cpu_cores, self.min_disk]
+
+    @staticmethod
+    def _options(segment: str, text: str) -> list[tuple[str, str]]:
+        models = [m for m in _gpus.CATALOG.values() if m.segment == segment]
+        if text:
+            needle = text.replace("_", " ").casefold()
+            models = [m for m in models if needle in m.name.casefold() or needle in m.architecture.casefold()]
+        models.sort(key=lambda m: (-m.fp16_tflops, m.name))
+        return [(f"{m.name} · {m.memory_gb:g} GB · {m.fp16_tflops:,.0f} TF", m.constant) for m in models]
+
+    def _on_models(self, segment: str) -> Callable[[dict[str, Any]], None]:
+        def observe(change: dict[str, Any]) -> None:
+            if self._syncing:
+                return
+            shown = {value for _, value in self.model_lists[segment].options}
+            now = set(change["new"])
+            for c in [c for c in self._selected if c in shown and c not in now]:
+                del self._selected[c]
+            for c in change["new"]:
+                self._selected.setdefault(c, None)
+            self._changed()
+
+        return observe
+
+    def _refilter(self) -> None:
+        text = self._filter.value.strip()
+        self._syncing = True
+        try:
+            for segment, sel in self.model_lists.items():
+                opts = self._options(segment, text)
+                sel.options = opts
+                keep = {v for _, v in opts}
+                sel.value = tuple(c for c in self._selected if c in keep)
+        finally:
+            self._syncing = False
+
+    def _sync_lists(self) -> None:
+        self._syncing = True
+        try:
+            for sel in self.model_lists.values():
+                keep = {v for _, v in sel.options}
+                sel.value = tuple(c for c in self._selected if c in keep)
+        finally:
+            self._syncing = False
+
+    # ------------------------------------------------------------------ programmatic use
+    @property
+    def models(self) -> list[str]:
+        """The chosen GPU constants (``["RTX_4090", "H100_SXM"]``), in the order chosen."""
+        return list(self._selected)
+
+    def select(self, *models: str) -> GpuPicker:
+        """Choose exactly these GPU models (constants such as ``RTX_4090`` or Vast names such as ``"RTX 4090"``)."""
+        chosen: dict[str, None] = {}
+        for m in models:
+            model = _gpus.CATALOG.get(m) or _gpus.by_name(m)
+            if model is None:
+                raise ConfigurationError(
+                    f"GpuPicker.select(): {m!r} is not a GPU model vastnb knows; use a constant from vastnb.query "
+                    f"such as RTX_4090 or H100_SXM."
+                )
+            chosen[model.constant] = None
+        self._selected = chosen
+        self._sync_lists()
+        self._changed()
+        return self
+
+    def set(
+        self,
+        *,
+        min_gpu_ram: float | None = None,
+        num_gpus: int | None = None,
+        max_price: float | None = None,
+        min_reliability: float | None = None,
+        min_cpu_cores: int | None = None,
+        min_disk: float | None = None,
+    ) -> GpuPicker:
+        """Set controls by value (0 means any); values between the slider's steps are added as steps."""
+        pairs = [
+            (self.min_gpu_ram, min_gpu_ram, lambda v: f"{v:g} GB"),
+            (self.num_gpus, num_gpus, lambda v: f"{v:g}"),
+            (self.max_price, max_price, lambda v: f"${v:g}"),
+            (self.min_reliability, min_reliability, lambda v: f"{v:g}"),
+            (self.min_cpu_cores, min_cpu_cores, lambda v: f"{v:g}"),
+            (self.min_disk, min_disk, lambda v: f"{v:g} GB"),
+        ]
+        self._syncing = True
+        try:
+            for ctl, value, fmt in pairs:
+                if value is None:
+                    continue
+                values = [v for _, v in ctl.options]
+                if value not in values:
+                    opts = sorted(list(ctl.options) + [(fmt(value), value)], key=lambda o: o[1])
+                    ctl.options = opts
+                ctl.value = value
+        finally:
+            self._syncing = False
+        self._changed()
+        return self
+
+    # ------------------------------------------------------------------ what it stands for
+    @property
+    def query(self) -> _q.Query:
+        """The requirement as a vastnb Query (without Vast's search defaults); empty when nothing is chosen."""
+        q = _q.Query({})
+        models = [_q.GPU_NAMES[c] for c in self._selected]
+        if len(models) == 1:
+            q.extend(_q.gpu_name == models[0])
+        elif models:
+            q.extend(_q.gpu_name.in_(models))
+        if self.min_gpu_ram.value:
+            q.extend(_q.gpu_ram >= self.min_gpu_ram.value)
+        if self.num_gpus.value:
+            q.extend(_q.num_gpus == self.num_gpus.value)
+        if self.max_price.value:
+            q.extend(_q.dph_total <= self.max_price.value)
+        if self.min_reliability.value:
+            q.extend(_q.reliability >= self.min_reliability.value)
+        if self.min_cpu_cores.value:
+            q.extend(_q.cpu_cores_effective >= self.min_cpu_cores.value)
+        if self.min_disk.value:
+            q.extend(_q.disk_space >= self.min_disk.value)
+        return q
+
+    @property
+    def code(self) -> str:
+        """The Python line this selection stands for; ``""`` when nothing is chosen (any GPU)."""
+        q = self.query
+        return f"{self.var}.require({q.to_source()})" if q.query else ""
+
+    @property
+    def imports(self) -> str:
+        """The import line :attr:`code` needs (``from vastnb.query import gpu_name, gpu_ram, RTX_4090``)."""
+        q = self.query
+        if not q.query:
+            return ""
+        words = re.findall(r"\b[A-Za-z_][A-Za-z0-9_]*\b", q.to_source())
+        names = [w for w in words if w in _q.COLUMNS or w in _q.GPU_NAMES]
+        return f"from vastnb.query import {', '.join(dict.fromkeys(names))}"
+
+    @property
+    def query_string(self) -> str:
+        """The Vast query string for this selection, with Vast's search defaults first (what a search sends)."""
+        return _q.Query.search_defaults().extend(self.query).unparse_query()
+
+    def local_matches(self) -> list[tuple[_gpus.LocalGpu, list[str]]]:
+        """Each local GPU with the requirements it fails (empty: it matches)."""
+        q = self.query
+        return [(gpu, q.mismatches(gpu.describe())) for gpu in self.local]
+
+    def apply(self) -> str:
+        """Set this selection on the image, replacing what the picker applied before; returns what happened."""
+        q = self.query
+        try:
+            said = self.image.set_picker_requirement(q if q.query else None)
+        except ConfigurationError as exc:
+            self.status = f"Not applied: {exc}"
+            self._status.value = h.root(f'<span style="color:{h.DANGER}">{h.esc(self.status)}</span>')
+            raise
+        what = self.code or "no GPU requirement from the picker (any GPU)"
+        self.status = f"Applied: {what}" + (f" — {said}" if said else "")
+        self._status.value = h.root(f'<span style="color:{h.UP}">✓</span> {h.esc(self.status)}')
+        self._render()
+        return self.status
+
+    # ------------------------------------------------------------------ live outputs
+    def _changed(self) -> None:
+        if self._syncing:
+            return
+        self._chips.value = self._chips_html()
+        if self._offer_search is not None:
+            self._offer_search.poke()
+        self._render()
+
+    def _chips_html(self) -> str:
+        if not self._selected:
+            return h.root(f'<span style="color:{h.FAINT};margin-left:10px">any GPU model — choose some below</span>')
+        chips = "".join(
+            f'<span style="display:inline-block;margin:0 4px 2px 0;padding:0 8px;border-radius:10px;'
+            f'background:{h.rgba("#3b82f6", 0.14)};font-size:11.5px">{h.esc(_q.GPU_NAMES[c])}</span>'
+            for c in self._selected
+        )
+        return h.root(f'<div style="margin-left:10px">{chips}</div>')
+
+    def _on_event(self, event: Event) -> None:
+        if event.kind in (EventKind.BENCHMARK, EventKind.WORKER) and self._source_redraw is not None:
+            self._source_redraw.poke()
+        elif event.kind is EventKind.SHUTDOWN and self._source_redraw is not None:
+            self._source_redraw.stop(wait=False)
+
+    def _search_offers(self) -> None:
+        provider = self.offers_provider
+        if provider is None:
+            return
+        q = self.query
+        key = q.unparse_query()
+        try:
+            found: list[Any] | None = list(provider(q.copy()))
+            error = None
+        except Exception as exc:  # a failed search is shown, never raised into the kernel
+            found, error = None, f"{type(exc).__name__}: {exc}"
+        with self._offers_cond:
+            self.offers, self.offers_error, self._offers_for = found, error, key
+            self._offers_cond.notify_all()
+        self._render()
+
+    def wait_offers(self, timeout: float = 10.0) -> list[Any] | None:
+        """Wait until the offers shown belong to the current selection; returns them (None if the search failed)."""
+        key = self.query.unparse_query()
+        with self._offers_cond:
+            if not self._offers_cond.wait_for(lambda: self._offers_for == key, timeout):
+                raise TimeoutError(f"no offer search result for {key!r} within {timeout:g} s")
+            return self.offers
+
+    def measured(self) -> list[dict[str, Any]]:
+        """Per GPU model with benchmarked workers: mean score, price per hour (workers', else cheapest offer), score per dollar."""
+        if self.source is None:
+            return []
+        try:
+            workers: Iterable[WorkerSnapshot] = self.source.snapshot().workers
+        except Exception:
+            log.debug("picker: source snapshot failed", exc_info=True)
+            return []
+        groups: dict[str, list[WorkerSnapshot]] = {}
+        for w in workers:
+            if w.perf_score is None:
+                continue
+            model = _model_of(w.gpu)
+            key = model.constant if model else re.sub(r"\s*#\d+$", "", w.gpu or "CPU")
+            groups.setdefault(key, []).append(w)
+        cheapest: dict[str, float] = {}
+        for offer in self.offers or []:
+            name, dph = _field(offer, "gpu_name"), _field(offer, "dph_total")
+            model = _gpus.by_name(str(name)) if name else None
+            if model is not None and isinstance(dph, (int, float)):
+                cheapest[model.constant] = min(cheapest.get(model.constant, float("inf")), float(dph))
+        rows = []
+        for key, ws in groups.items():
+            perf = sum(w.perf_score or 0.0 for w in ws) / len(ws)
+            prices = [w.price_per_hour for w in ws if w.price_per_hour is not None]
+            price = sum(prices) / len(prices) if prices else cheapest.get(key)
+            rows.append({
+                "model": _q.GPU_NAMES.get(key, key), "workers": len(ws), "perf": perf, "price": price,
+                "per_dollar": perf * 3600 / price if price else None,
+            })
+        rows.sort(key=lambda r: -(r["per_dollar"] or 0.0))
+        return rows
+
+    def _render(self) -> None:
+        with self._lock:
+            self._out.value = self.to_html(include_title=False)
+
+    def to_html(self, *, include_title: bool = True) -> str:
+        """The picker's outputs as HTML: code, query string, local GPUs, offers, price-performance."""
+        code = self.code
+        codebox = (
+            f'<pre style="font-family:{h.MONO};font-size:12px;margin:2px 0 0 0;padding:7px 10px;border-radius:4px;'
+            f'background:{h.rgba("#64748b", 0.09)};white-space:pre-wrap">'
+            + (f'<span style="color:{h.FAINT}">{h.esc(self.imports)}</span>\n{h.esc(code)}' if code else f'<span style="color:{h.FAINT}"># any GPU: the picker adds no requirement</span>')
+            + "</pre>"
+        )
+        left = h.panel(codebox, title="Python", sub=True)
+        left += h.panel(f'<code style="font-family:{h.MONO};font-size:12px">{h.esc(self.query_string)}</code>', title="Vast query", sub=True)
+        req = getattr(self.image, "requirement", None)
+        if req is not None:
+            try:
+                left += f'<div style="color:{h.FAINT};font-size:11.5px">{h.esc(self.var)} requires now: <code>{h.esc(req.unparse_query())}</code></div>'
+            except Exception:
+                pass
+        right = h.panel(self._local_html(), title="This machine", sub=True)
+        if self.offers_provider is not None:
+            right += h.panel(self._offers_html(), title="Vast offers", sub=True)
+        body = h.row(f'<div style="flex:1 1 420px;min-width:360px">{left}</div>', f'<div style="flex:1 1 320px;min-width:300px">{right}</div>')
+        measured = self.measured()
+        if measured:
+            top = max(r["per_dollar"] or 0.0 for r in measured) or 1.0
+            rows = [[
+                f"<b>{h.esc(r['model'])}</b>", h.fmt_count(r["workers"]), h.fmt_rate(r["perf"]),
+                h.fmt_money(r["price"]) if r["price"] is not None else f'<span style="color:{h.FAINT}">–</span>',
+                (f'<div style="display:flex;align-items:center;gap:6px">{h.hbar(r["per_dollar"], top, h.STATE_COLORS["ready"], width=90, height=9)}'
+                 f'{_per_dollar(r["perf"], r["price"])}</div>') if r["per_dollar"] else "",
+            ] for r in measured]
+            body += h.panel(h.table(["GPU model", "Workers", "Score", "$/hour", "Work per $"], rows, align="lrrrl"),
+                            title="Measured price · performance", sub=True, note="benchmark score; work per $ = score × 3600 ÷ $/hour")
+        if include_title:
+            body = f'<div style="font-size:15px;font-weight:650">GPU picker</div>' + body
+        return h.root(body)
+
+    def _local_html(self) -> str:
+        if not self.local:
+            reason = self.local_reason or "no NVIDIA GPU found"
+            return f'<div style="color:{h.FAINT}">{h.esc(reason)}; workers here run on the CPU.</div>'
+        rows = []
+        for gpu, failed in self.local_matches():
+            mark = f'<span style="color:{h.UP};font-weight:700">✓</span>' if not failed else f'<span style="color:{h.DANGER};font-weight:700">✗</span>'
+            why = "matches" if not failed else "fails " + "; ".join(failed)
+            rows.append(
+                f'<div style="margin:1px 0">{mark} <b>GPU {gpu.index}</b> {h.esc(gpu.vast_name or gpu.name)} '
+                f'<span style="color:{h.FAINT}">{h.fmt_gb(gpu.memory_mb)}</span> '
+                f'<span style="color:{h.MUTED if not failed else h.DANGER}">— {h.esc(why)}</span></div>'
+            )
+        return "".join(rows)
+
+    def _offers_html(self) -> str:
+        if self._offers_for != self.query.unparse_query():
+            return f'<div style="color:{h.FAINT}">searching…</div>'
+        if self.offers_error:
+            return f'<div style="color:{h.DANGER}">search failed: {h.esc(self.offers_error)}</div>'
+        offers = self.offers or []
+        if not offers:
+            return f'<div style="color:{h.DANGER}">no offer matches: loosen the requirement</div>'
+        priced = [o for o in offers if isinstance(_field(o, "dph_total"), (int, float))]
+        best = min(priced, key=lambda o: _field(o, "dph_total")) if priced else None
+        text = f"<b>{len(offers):,}</b> matching offer{'s' if len(offers) != 1 else ''}"
+        if best is not None:
+            n = _field(best, "num_gpus")
+            text += (f' · cheapest <b>{h.fmt_money(_field(best, "dph_total"))}</b> '
+                     f'<span style="color:{h.FAINT}">({h.esc(_field(best, "gpu_name"))}{f" ×{n}" if n else ""})</span>')
+        return f"<div>{text}</div>"
+
+    # ------------------------------------------------------------------ display
+    def to_text(self) -> str:
+        """The picker's state as plain text (terminals)."""
+        lines = ["GPU picker", f"  code:  {self.code or '# any GPU: no requirement'}", f"  query: {self.query_string}"]
+        if self.local:
+            for gpu, failed in self.local_matches():
+                lines.append(f"  GPU {gpu.index} {gpu.vast_name or gpu.name}: " + ("matches" if not failed else "fails " + "; ".join(failed)))
+        else:
+            lines.append(f"  this machine: {self.local_reason or 'no NVIDIA GPU found'}")
+        if self.status:
+            lines.append(f"  {self.status}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return self.to_text()
+
+    def _repr_html_(self) -> str:
+        return self.to_html()
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        data: dict[str, Any] = {"text/plain": self.to_text(), "text/html": self.to_html()}
+        if h.widget_frontend():
+            view = self.widget._repr_mimebundle_()
+            key = "application/vnd.jupyter.widget-view+json"
+            if view and key in view:
+                data[key] = view[key]
+        return data
+
+    def close(self) -> None:
+        """Stop listening to the source and searching offers."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        for t in (self._source_redraw, self._offer_search):
+            if t is not None:
+                t.stop()
