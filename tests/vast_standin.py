@@ -141,6 +141,7 @@ class VastStandIn:
         r.add_post("/get_endpoint_logs/", self.logs)
         r.add_post("/get_autogroup_logs/", self.logs)
         r.add_post("/broken-worker/{tail:.*}", self.broken_worker)
+        r.add_route("*", "/redirect-worker/{tail:.*}", self.redirect_worker)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -379,8 +380,9 @@ class VastStandIn:
         return web.json_response(self.signed_route(url, endpoint["endpoint_name"], body.get("cost", 100), request_idx))
 
     def signed_route(self, url: str, endpoint_name: str, cost: Any = 100, request_idx: int = 1) -> dict[str, Any]:
+        # cost goes back as the number the client sent: the official worker adds it to its load for sessions
         return {"url": url, "signature": self._sign(url), "reqnum": next(self._reqnum), "request_idx": request_idx,
-                "cost": str(cost), "endpoint": endpoint_name}
+                "cost": cost, "endpoint": endpoint_name}
 
     async def worker_status(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -426,6 +428,10 @@ class VastStandIn:
         """A worker URL that always answers 500 (what the SDK retries forever)."""
         self.broken_worker_hits += 1
         return web.Response(status=500, text="stand-in: broken worker")
+
+    async def redirect_worker(self, request: web.Request) -> web.Response:
+        """A worker URL that redirects to itself, query string included, until the client gives up."""
+        raise web.HTTPFound(location=str(request.rel_url))
 
     # ------------------------------------------------------------------ offers
     async def bundles(self, request: web.Request) -> web.Response:

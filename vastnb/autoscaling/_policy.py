@@ -15,15 +15,19 @@ The formula (Vast's parameters, Vast's meaning; this docstring is its one home):
     needed   = max(active, active * cold_mult, min_cold_load)  # capacity kept loaded
 
     up:      capacity < needed       -> + ceil((needed - capacity) / assumed perf)
-    queue:   queue_time > target_queue_time (with a ready worker, and queued / ready
-             capacity > target_queue_time when queued is known)
+    queue:   queue_time > target_queue_time, with a ready worker, none starting, and
+             (when queued is known) queued / ready capacity > target_queue_time
                                      -> at least max(ready + 2, 2 * ready) workers
-    down:    idle ready workers, slowest first, while the rest still cover
-             needed * (1 + SCALE_DOWN_HEADROOM), once that has held SCALE_DOWN_COOLDOWN_S
-    floor:   cold_workers; and 1 until the endpoint has been idle for a positive
-             inactivity_timeout (0 or negative: never), after which min_load,
+    down:    the count the ready workers keep when the slowest go while the rest still
+             cover needed * (1 + SCALE_DOWN_HEADROOM); once that lower count has held for
+             SCALE_DOWN_COOLDOWN_S, idle ready workers are drained toward it (slowest,
+             then longest idle, first); busy and starting workers are never drained
+    floor:   cold_workers; and 1 until the endpoint has been idle (no request, nothing in
+             flight or queued) for a positive inactivity_timeout (0 or negative: never);
+             then the load counts as 0, the cooldown is skipped, and min_load,
              min_cold_load and cold_workers alone decide (all 0 allows zero workers)
-    cap:     min(max_workers, machine_max_workers)
+    cap:     min(max_workers, machine_max_workers); workers over it are drained at once
+    target:  min(max(up or down, queue, floor), cap)
 
 ``cold_mult`` multiplies the active capacity target (Vast's "multiple of hot capacity
 target"); values below 1 act as 1. Locally every loaded worker is a running process, so
@@ -35,8 +39,8 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from ..events import AutoscalerSnapshot, Decision, WorkerSnapshot, WorkerState
 from . import _format as fmt
@@ -135,7 +139,7 @@ class PolicyState:
 
     first_seen: float | None = None
     below_since: float | None = None  # when the wanted count first fell below the current one
-    target: int | None = None
+    target: int | None = None  # the last recommended target
 
 
 @dataclass(frozen=True)
@@ -146,11 +150,11 @@ class Recommendation:
     wants once the scale-down cooldown allows; the figures explain the reason line.
     """
 
-    time: float
     target: int
     start: int = 0
     stop: tuple[str, ...] = ()
     reason: str = ""
+    time: float = 0.0
     current: int = 0
     desired: int = 0
     load: float = 0.0
@@ -187,7 +191,7 @@ class LoadMeter:
     started_at: float
     short_s: float = LOAD_SHORT_WINDOW_S
     long_s: float = LOAD_LONG_WINDOW_S
-    _events: deque[tuple[float, float]] = field(default_factory=deque, repr=False)
+    _events: deque[tuple[float, float]] = field(default_factory=deque, init=False, repr=False)
 
     def record(self, t: float, workload: float) -> None:
         self._events.append((t, workload))
@@ -252,7 +256,8 @@ def decide(view: ScalingView, settings: AutoscalingSettings, state: PolicyState)
     wait = view.queue_time
     if view.queued is not None and ready_capacity > 0:
         wait = min(wait, view.queued / ready_capacity)  # what a call arriving now would wait
-    by_queue = max(len(ready) + 2, 2 * len(ready)) if ready and wait > tq else 0
+    # Aggressive, but once per cold start: not again until the workers already starting are ready.
+    by_queue = max(len(ready) + 2, 2 * len(ready)) if ready and not starting and wait > tq else 0
 
     wanted = max(by_load, by_queue, floor)
     if by_queue == wanted and by_queue > max(by_load, floor):

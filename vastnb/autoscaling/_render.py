@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import html
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..events import WorkerState
 from . import _format as fmt
@@ -95,7 +96,7 @@ def svg_chart(r: SimulationResult, width: int = 640, height: int = 220) -> str:
     steps = r.timeline
     if not steps:
         return ""
-    pad_l, pad_r, pad_t, pad_b = 56, 40, 18, 24
+    pad_l, pad_r, pad_t, pad_b = 56, 64, 18, 24
     w, h = width - pad_l - pad_r, height - pad_t - pad_b
     t_max = max(r.trace.duration_s, steps[-1].time, 1e-9)
     y_max = max(max(max(s.load, s.capacity) for s in steps), 1e-9) * 1.1
@@ -125,7 +126,7 @@ def svg_chart(r: SimulationResult, width: int = 640, height: int = 220) -> str:
         line(workers, n_max * 1.1, "#555", "4 3"),
         f'<text x="{pad_l - 4}" y="{pad_t + 8}" text-anchor="end">{fmt.number(y_max / 1.1)}/s</text>',
         f'<text x="{pad_l - 4}" y="{pad_t + h}" text-anchor="end">0</text>',
-        f'<text x="{pad_l + w + 4}" y="{pad_t + h - h / 1.1 + 4:.1f}">{n_max} w</text>',
+        f'<text x="{pad_l + w + 4}" y="{pad_t + h - h / 1.1 + 4:.1f}">{fmt.plural(n_max)}</text>',
         f'<text x="{pad_l}" y="{height - 6}">0 s</text>',
         f'<text x="{pad_l + w}" y="{height - 6}" text-anchor="end">{fmt.seconds(t_max)}</text>',
         f'<text x="{pad_l + 8}" y="{pad_t - 5}" fill="#1f77b4">load</text>',

@@ -6,8 +6,9 @@ import dataclasses
 import difflib
 import math
 import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from ..errors import ConfigurationError
 

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from itertools import pairwise
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, NamedTuple
+from itertools import pairwise
+from typing import Any, NamedTuple
 
 from ..errors import ConfigurationError
 from ..events import Decision, WorkerState
@@ -332,7 +333,7 @@ class _Simulation:
             i += 1
         served_before = queue.served
         edges = sorted(cuts)
-        for a, b in zip(edges, edges[1:]):
+        for a, b in pairwise(edges):
             while self.calls_done < len(calls) and calls[self.calls_done][0] <= a + _EPS:
                 workload = calls[self.calls_done][1]
                 queue.arrive_point(a, workload)

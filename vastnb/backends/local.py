@@ -89,9 +89,11 @@ class AutoscalerPolicy:
             for h in runtime.workers.values() if h.state.alive and not h.stopping
         )
         waiting = now - runtime.pending[0].created if len(runtime.pending) else 0.0
+        known = [h.perf_score for h in runtime.workers.values() if h.perf_score]
         return ScalingView(
-            now=now, workers=workers, load=self.meter.rate(now), queue_time=waiting,
+            now=now, workers=workers, load=self.meter.rate(now), queue_time=waiting, queued=runtime.pending.load,
             last_request_at=runtime.last_activity(), machine_max_workers=runtime.machine_max_workers(),
+            prior_perf_score=sum(known) / len(known) if known else None,
         )
 
     def __call__(self, runtime: LocalRuntime, now: float) -> tuple[int, str]:

@@ -58,13 +58,24 @@ from ..errors import CallTimeout, ConfigurationError, DeploymentShutDown, QueueT
 from ..events import DeploymentSnapshot, Event, EventKind
 from ..runtime._handle import ContextSpec, FunctionSpec
 from ..runtime._loop import LoopThread
-from ._vast_sdk import DeployResult, OffersSummary, SdkSession, VastApiError, guarded, redact, resolve_api_key, search_offers
+from ._vast_sdk import (
+    DeployResult,
+    OffersSummary,
+    SdkSession,
+    VastApiError,
+    find_offers,
+    guarded,
+    redact,
+    resolve_api_key,
+    search_offers,
+)
 from ._vast_status import StatusTracker
 
 __all__ = ["VastApiError", "VastBackend"]
 
 log = logging.getLogger("vastnb")
 MAX_RESENDS = 4
+SESSION_OPEN_TIMEOUT = 60.0
 SHIPPED_PACKAGES = ("vastnb", "cloudpickle")
 _AUTOSCALING_KEYS = ("cold_workers", "max_workers", "min_load", "min_cold_load", "target_util", "cold_mult",
                      "max_queue_time", "target_queue_time", "inactivity_timeout")
@@ -90,7 +101,7 @@ class VastBackend:
         self.ready_timeout = float(opts.get("ready_timeout", 1200.0))
         self.poll_interval = float(opts.get("poll_interval", 2.0))
         self.max_poll_interval = float(opts.get("max_poll_interval", 30.0))
-        self.cell_session_lifetime = float(opts.get("cell_session_lifetime", 3600.0))
+        self.cell_session_lifetime = float(opts.get("cell_session_lifetime", 600.0))
         self.cell_timeout = float(opts.get("cell_timeout", 600.0))
         self.eager_code: bool = bool(opts.get("eager_code", True))
         self._explicit_key: str | None = opts.get("api_key") or getattr(app, "_api_key", None)
@@ -400,43 +411,56 @@ class VastBackend:
         await self._ensure_deployed()
         deadline = _Deadline(self.cell_timeout)
         frame = {"op": "run", "payload": encode_frame(message, "the cell's pushed values")}
+        notice = ""
+        reply: dict[str, Any] = {}
         for attempt in range(2):
-            session = await self._cell_session_for(deadline)
-            if worker_ids is not None and self._cell_worker is not None:
+            session, notice = await self._cell_session_for(deadline)
+            if worker_ids is not None:
+                if self._cell_worker is None and session is not None:
+                    hello = await self._send({"op": "hello"}, None, 1.0, deadline, "the cell session", 1, session)
+                    self._cell_worker = str(hello.get("worker"))
                 wrong = [w for w in worker_ids if w != self._cell_worker]
                 if wrong:
                     raise LookupError(
                         f"worker(s) {', '.join(wrong)}: Vast routes each request to a worker of its choosing, so "
                         f"vastnb runs cells on the worker this notebook's cell session is pinned to "
-                        f"({self._cell_worker}). Leave out the worker to run there.")
+                        f"({self._cell_worker or 'none yet'}). Leave out the worker to run there.")
             try:
                 reply = await self._send(frame, None, 1.0, deadline, "the %%vast_run cell", 1, session)
+                break
             except _SessionGone:
                 self._cell_session = None
                 if attempt:
-                    raise
-                continue
-            worker = str(reply.get("worker"))
-            sink = sink_for(worker)
-            if self._cell_worker is not None and worker != self._cell_worker and sink is not None:
+                    raise VastApiError("the %%vast_run cell: the worker of the cell session went away twice") from None
+        worker = str(reply.get("worker"))
+        sink = sink_for(worker)
+        if sink is not None:
+            if notice:
+                sink("stderr", notice)
+            if self._cell_worker is not None and worker != self._cell_worker:
                 sink("stderr", f"vastnb: the cell session moved to worker {worker}; names defined by earlier "
                                f"cells on worker {self._cell_worker} are not there.\n")
-            self._cell_worker = worker
-            _write_output(reply, sink)
-            if reply.get("ok"):
-                return {worker: reply.get("value")}
-            return {worker: build_remote_exception(reply["error"], f"Vast worker {worker} running a %%vast_run cell")}
-        raise VastApiError("the cell session could not be opened")
+        self._cell_worker = worker
+        _write_output(reply, sink)
+        if reply.get("ok"):
+            return {worker: reply.get("value")}
+        return {worker: build_remote_exception(reply["error"], f"Vast worker {worker} running a %%vast_run cell")}
 
-    async def _cell_session_for(self, deadline: _Deadline) -> Any:
+    async def _cell_session_for(self, deadline: _Deadline) -> tuple[Any, str]:
+        """The SDK session pinning cells to one worker; (None, why) when Vast would not open one."""
         if self._cell_session is None or not getattr(self._cell_session, "open", False):
             assert self.sdk is not None
             endpoint = await self.sdk.routing_endpoint()
-            remaining = max(1.0, deadline.remaining())
-            self._cell_session = await guarded("opening a cell session on a worker", asyncio.wait_for(
-                self.sdk.client.start_endpoint_session(endpoint, cost=1, lifetime=self.cell_session_lifetime,
-                                                       timeout=remaining), remaining))
-        return self._cell_session
+            remaining = max(1.0, min(deadline.remaining(), SESSION_OPEN_TIMEOUT))
+            try:
+                self._cell_session = await guarded("opening a cell session on a worker", asyncio.wait_for(
+                    self.sdk.client.start_endpoint_session(endpoint, cost=1, lifetime=self.cell_session_lifetime,
+                                                           timeout=remaining), remaining))
+            except (VastApiError, asyncio.TimeoutError) as exc:
+                why = str(exc) or f"no answer within {remaining:g} s"
+                return None, (f"vastnb: could not pin %%vast_run cells to one worker ({why}); this cell runs on "
+                              "whichever worker Vast routes it to.\n")
+        return self._cell_session, ""
 
     def benchmark(self, blob: bytes) -> "concurrent.futures.Future[dict[str, float]]":
         """Run the benchmark again on one routed worker; ``{worker_id: score}``."""
@@ -480,14 +504,26 @@ class VastBackend:
 
     def offers(self, query: Any = None, *, limit: int = 256) -> OffersSummary:
         """How many Vast offers match ``query`` (default: the image's requirement) and the cheapest price."""
+        query, image = self._offer_query(query)
+        return search_offers(query, api_key=self._key(), webserver_url=self.webserver_url,
+                             storage=getattr(image, "_storage", None), limit=limit)
+
+    def find_offers(self, query: Any = None, *, limit: int = 256) -> list[Any]:
+        """The SDK's ``Offer`` objects for ``query``, cheapest first (a ``GpuPicker(offers=...)`` provider)."""
+        query, image = self._offer_query(query)
+        return find_offers(query, api_key=self._key(), webserver_url=self.webserver_url,
+                           storage=getattr(image, "_storage", None), limit=limit)
+
+    def _offer_query(self, query: Any) -> tuple[Any, Any]:
         image = getattr(self.app, "_image", None)
         if query is None:
             if image is None:
                 raise ConfigurationError("offers() needs a query, or an image with requirements (app.image(...)).")
             query = image.requirement
-        key = self.sdk.api_key if self.sdk is not None else resolve_api_key(self._explicit_key)
-        return search_offers(query, api_key=key, webserver_url=self.webserver_url,
-                             storage=getattr(image, "_storage", None), limit=limit)
+        return query, image
+
+    def _key(self) -> str:
+        return self.sdk.api_key if self.sdk is not None else resolve_api_key(self._explicit_key)
 
     def logs(self, worker: str | None = None) -> dict[str, list[str]]:
         """Vast's endpoint and workergroup logs (lines mentioning ``worker`` when given), through the SDK."""
@@ -562,7 +598,7 @@ class VastBackend:
         errors: list[str] = []
         thread = self._thread
         try:
-            thread.run(self._stop_tasks(), timeout)
+            _run(thread, self._stop_tasks(), timeout)
         except Exception as exc:  # noqa: BLE001
             errors.append(redact(exc))
         result = self.deploy_result
@@ -571,7 +607,7 @@ class VastBackend:
         if result is not None and not keep_endpoint:
             errors += self._teardown(result, thread, timeout)
         try:
-            thread.run(self._close_clients(), timeout)
+            _run(thread, self._close_clients(), timeout)
         except Exception as exc:  # noqa: BLE001
             errors.append(redact(exc))
         thread.stop()
@@ -593,7 +629,7 @@ class VastBackend:
             if "404" not in str(exc):
                 errors.append(redact(f"deleting deployment {result.deployment_id}: {exc}"))
         try:
-            thread.run(self.sdk.delete_endpoint(), timeout)
+            _run(thread, self.sdk.delete_endpoint(), timeout)
         except Exception as exc:  # noqa: BLE001
             if "404" not in str(exc):
                 errors.append(redact(exc))
@@ -660,6 +696,20 @@ class _Deadline:
 
     def remaining(self) -> float:
         return self.at - time.monotonic()
+
+
+def _run(thread: LoopThread, coro: Any, timeout: float) -> Any:
+    """Run ``coro`` on the backend's loop for at most ``timeout`` seconds (then cancel it, and say so)."""
+    future = thread.submit(coro)
+    try:
+        return future.result(timeout)
+    except concurrent.futures.TimeoutError:
+        future.cancel()
+        try:
+            future.result(2.0)
+        except BaseException:  # noqa: BLE001 - cancelled, as asked
+            pass
+        raise TimeoutError(f"Vast did not answer within {timeout:g} s") from None
 
 
 def _write_output(reply: dict[str, Any], sink: Any) -> None:

@@ -86,6 +86,7 @@ class Deployment:
         self._functions: dict[str, RemoteFunction] = {}
         self._contexts: dict[str, tuple[type, tuple, dict]] = {}
         self._autoscaling = AutoscalingSettings()
+        self._autoscaling_set: dict[str, Any] = {}
         self.events = EventBus()
         self._runtime: Any = None
         self._state = DeploymentState.DECLARED
@@ -184,8 +185,20 @@ class Deployment:
         )
 
     def configure_autoscaling(self, **kwargs: Any) -> None:
-        """Set autoscaling parameters (Vast's names); later calls update earlier ones."""
+        """Set autoscaling parameters (Vast's names); later calls update earlier ones.
+
+        ``autoscaler_instance`` (an official SDK option naming Vast's autoscaler) is kept
+        for the Vast backend and export, and has no meaning locally."""
+        instance = kwargs.pop("autoscaler_instance", None)
         self._autoscaling = self._autoscaling.merged(**kwargs)
+        self._autoscaling_set.update(kwargs)
+        if instance is not None:
+            self._autoscaling_set["autoscaler_instance"] = instance
+
+    @property
+    def autoscaling_declared(self) -> dict[str, Any]:
+        """Exactly the autoscaling keywords the user set (what the official SDK would send)."""
+        return dict(self._autoscaling_set)
 
     @property
     def autoscaling(self) -> Any:
@@ -262,7 +275,7 @@ class Deployment:
 
     def _start_and_wait(self, progress: bool | None) -> "concurrent.futures.Future[None]":
         self._ensure_started()
-        want = max(1, min(self._runtime.target or 1, self._initial_target()))
+        want = max(1, self._initial_target())
         fut = self._runtime.wait_ready(want)
         if progress is not False:
             bar = self._progress(want, f"{self.name}: workers ready", unit="workers")

@@ -797,6 +797,8 @@ class LocalRuntime:
             if len(serving) >= min_ready:
                 return
             starting = [h for h in self.workers.values() if h.state.starting]
+            if serving and not starting and self.start_failures > 0:
+                return  # some workers serve and the others keep failing: go on with what there is
             if not starting and self.start_failures >= 3 and self.last_start_error:
                 raise WorkerStartError(
                     f"no worker of deployment {self.spec.name!r} could start ({self.start_failures} attempts). "

@@ -400,7 +400,7 @@ class GpuPicker:
             model = _gpus.by_name(str(name)) if name else None
             if model is not None and isinstance(dph, (int, float)):
                 cheapest[model.constant] = min(cheapest.get(model.constant, float("inf")), float(dph))
-        rows = []
+        rows: list[dict[str, Any]] = []
         for key, ws in groups.items():
             perf = sum(w.perf_score or 0.0 for w in ws) / len(ws)
             prices = [w.price_per_hour for w in ws if w.price_per_hour is not None]
