@@ -333,6 +333,8 @@ class Deployment:
                 if value is None and rf._fn.__closure__:
                     free = dict(zip(rf._fn.__code__.co_freevars, (c.cell_contents for c in rf._fn.__closure__)))
                     value = free.get(name)
+                if not isinstance(value, type):
+                    continue  # a parameter or local: checked on the worker when it runs
                 qual = getattr(value, "__vastnb_context__", None) or getattr(value, "__qualname__", name)
                 if qual not in self._contexts:
                     known = ", ".join(sorted(self._contexts)) or "none"
