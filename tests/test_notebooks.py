@@ -33,6 +33,7 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ["quickstart", "contexts_and_hot_reload", "shared_runtime"]
 UPDATE = os.environ.get("VASTNB_UPDATE_NOTEBOOKS") == "1"
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 BUDGET = {"quickstart": 60.0, "contexts_and_hot_reload": 60.0, "shared_runtime": 60.0}  # seconds, 2-core CI
 
 _MASKS: list[tuple[re.Pattern[str], str]] = [
@@ -64,7 +65,7 @@ def sanitize(text: str) -> str:
 def comparable(outputs: list[dict[str, Any]]) -> dict[str, Any]:
     """What must match in a cell's outputs: streams per name, results' text, errors; that displays were shown."""
     streams: dict[str, str] = {}
-    rich: list[tuple[str, ...]] = []
+    rich: list[tuple[Any, ...]] = []
     for out in outputs:
         kind = out["output_type"]
         if kind == "stream":
@@ -121,8 +122,12 @@ def executed(request: pytest.FixtureRequest, kernel_dir: Path) -> Iterator[tuple
     yield name, stored, nb, elapsed
     if UPDATE:
         for cell in nb.cells:
-            if cell.cell_type == "code":
-                cell.metadata.pop("execution", None)
+            if cell.cell_type != "code":
+                continue
+            cell.metadata.pop("execution", None)
+            for out in cell.outputs:  # a saved widget view shows nothing without the kernel; keep HTML and text
+                out.get("data", {}).pop(WIDGET_VIEW, None)
+        nb.metadata.pop("widgets", None)
         nbformat.write(nb, ROOT / "notebooks" / f"{name}.ipynb")
 
 

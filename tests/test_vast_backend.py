@@ -729,9 +729,15 @@ def test_shutdown_stops_polling_and_heartbeats_and_tears_down(standin: VastStand
     assert standin.deployment_named("ttl").config["ttl"] == 1.0
     assert any(t.name == "vastnb-vast-ttl" for t in threading.enumerate())
     app.shutdown()
-    polls, beats = len(standin.calls_to("POST", "/get_endpoint_workers/")), len(standin.heartbeats)
+
+    def activity() -> tuple[int, int]:
+        polls = [b for b in standin.calls_to("POST", "/get_endpoint_workers/") if b["id"] == endpoint_id]
+        return len(polls), len([i for i, _ in standin.heartbeats if i == dep_id])
+
+    stopped = activity()
+    assert stopped[0] > 0
     time.sleep(1.0)
-    assert (len(standin.calls_to("POST", "/get_endpoint_workers/")), len(standin.heartbeats)) == (polls, beats)
+    assert activity() == stopped
     assert dep_id not in standin.deployments and endpoint_id not in standin.endpoints
     assert len(standin.calls_to("DELETE", f"/api/v0/deployment/{dep_id}/")) == 1
     gc.collect()
@@ -848,3 +854,45 @@ def test_tracker_publishes_worker_snapshots_from_sdk_rows() -> None:
     assert tracker.apply_poll([]) is True  # gone from Vast's list
     assert tracker.snapshot("d", "running", "v").workers[0].state == WorkerState.STOPPED
     assert tracker.cost_per_hour() == 0.0
+
+
+# =========================================================================== the SDK breakages worked around (vastai 1.9.1)
+
+
+def test_works_where_the_sdks_ensure_ready_does_not(standin: VastStandIn, live: dict[str, Any]) -> None:
+    """Inside a running event loop (a Jupyter cell) the SDK's ensure_ready() fails; vastnb's works."""
+    from vastai.serverless.remote.deploy import Deployment as SdkDeployment
+
+    sdk_app = SdkDeployment(api_key=standin.api_key, webserver_url=standin.url, autoscaler_url=standin.url, name="sdk")
+
+    async def cell() -> Any:
+        with pytest.raises(RuntimeError, match="asyncio.run\\(\\) cannot be called from a running event loop"):
+            sdk_app.ensure_ready()
+        live["app"].ensure_ready()  # blocking, from inside the running loop, as a notebook cell does
+        return await live["square"](6)
+
+    assert asyncio.run(cell()) in (36, ("v2", 36))
+
+
+@pytest.mark.skipif(tuple(PY) >= (3, 12), reason="the SDK's delete_on_close needs Python 3.12; it works there")
+def test_sdk_async_ensure_ready_fails_on_python_311(standin: VastStandIn, tmp_path: Any) -> None:
+    from vastai.serverless.remote.deploy import Deployment as SdkDeployment
+
+    sdk_app = SdkDeployment(api_key=standin.api_key, webserver_url=standin.url, autoscaler_url=standin.url, name="p311")
+    sdk_app.root_module, sdk_app.file = "deployment", str(tmp_path / "deployment.py")
+    with pytest.raises(TypeError, match="delete_on_close"):
+        asyncio.run(sdk_app.async_ensure_ready())
+
+
+def test_sdk_get_workers_through_a_deployments_client_breaks(standin: VastStandIn, live: dict[str, Any]) -> None:
+    backend = backend_of(live["app"])
+    assert backend.sdk is not None
+
+    async def probe() -> None:
+        endpoint = await backend.sdk.routing_endpoint()  # type: ignore[union-attr]
+        with pytest.raises(AttributeError, match="'NoneType' object has no attribute 'post'"):
+            await endpoint.get_workers()
+
+    backend._thread.run(probe(), 10)  # type: ignore[union-attr]
+    rows = backend._thread.run(backend.sdk.workers(), 10)  # type: ignore[union-attr]  # vastnb's way: same route
+    assert [str(w.id) for w, _raw in rows] == [w.id for w in live["app"].snapshot().workers]

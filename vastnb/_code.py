@@ -94,6 +94,10 @@ def code_filenames(obj: Any, _seen: set[int] | None = None) -> set[str]:
             if isinstance(const, types.CodeType):
                 out |= code_filenames(const, seen)
         return out
+    if isinstance(obj, (tuple, list)):
+        for item in obj:
+            out |= code_filenames(item, seen)
+        return out
     if isinstance(obj, (staticmethod, classmethod)):
         return code_filenames(obj.__func__, seen)
     if isinstance(obj, property):

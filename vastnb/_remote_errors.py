@@ -9,12 +9,16 @@ IPython prints local ones: ``Cell In[4], line 3, in square``.
 
 from __future__ import annotations
 
+import os
 import sys
+import traceback
 from typing import Any
 
 from .errors import RemoteError
 
 __all__ = ["RemoteTraceback", "build_remote_exception", "filename_label"]
+
+_VASTNB_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 def filename_label(filename: str) -> str:
@@ -76,9 +80,47 @@ def build_remote_exception(error: dict[str, Any], where: str) -> BaseException:
     cause = RemoteTraceback(error.get("type", type(exc).__name__), error.get("message", ""), list(error.get("frames", [])), where)
     exc.__cause__ = cause
     exc.__suppress_context__ = True
+    try:  # IPython draws one traceback: the calling cell, then the remote frames, no vastnb internals
+        exc._render_traceback_ = _Renderer(exc, cause)  # type: ignore[union-attr]
+    except (AttributeError, TypeError):
+        pass
     if hasattr(exc, "add_note"):
         notes = getattr(exc, "__notes__", [])
         note = f"(raised on {where})"
         if note not in notes:
             exc.add_note(note)
     return exc
+
+
+class _Renderer:
+    """``_render_traceback_`` for IPython: the caller's own frames, then the worker's."""
+
+    def __init__(self, exc: BaseException, cause: RemoteTraceback) -> None:
+        self.exc = exc
+        self.cause = cause
+
+    def __call__(self) -> list[str]:
+        lines = ["Traceback (most recent call last):"]
+        for fs in traceback.extract_tb(self.exc.__traceback__):
+            if fs.filename.startswith(_VASTNB_DIR) or "/asyncio/" in fs.filename or "/concurrent/" in fs.filename:
+                continue
+            lines.extend(_frame_lines(fs.filename, fs.lineno or 0, fs.name, (fs.line or "").strip()))
+        lines.append(f"  --- on {self.cause.where} ---")
+        for filename, lineno, name, line in self.cause.frames:
+            lines.extend(_frame_lines(filename, lineno, name, line))
+        head = self.cause.type_name
+        lines.append(f"{head}: {self.cause.message}" if self.cause.message else head)
+        return lines
+
+    def __reduce__(self) -> Any:  # never travels: an exception re-pickled elsewhere renders normally
+        return (_no_renderer, ())
+
+
+def _no_renderer() -> None:
+    return None
+
+
+def _frame_lines(filename: str, lineno: int, name: str, line: str) -> list[str]:
+    label = filename_label(filename)
+    head = f"  {label}, line {lineno}, in {name}" if label.startswith("Cell In[") else f'  File "{label}", line {lineno}, in {name}'
+    return [head, f"    {line}"] if line else [head]

@@ -60,6 +60,8 @@ __all__ = [
     "FrameHandler",
     "build_snapshot",
     "contexts_identity",
+    "stable_contexts",
+    "stable_digest",
     "decode_frame",
     "encode_frame",
     "generate_module",
@@ -85,13 +87,92 @@ def decode_frame(data: bytes) -> Any:
 
 
 def contexts_identity(contexts: dict[str, Any]) -> str:
-    """A digest of the contexts' names and source text, stable across kernels (filenames left out)."""
+    """A digest of each context's class source and constructor arguments, stable across kernels.
+
+    Cell file names (which change with every kernel) and memory addresses are left
+    out, so re-running an unchanged notebook gives the same digest.
+    """
+    if not contexts:
+        return "none"
     h = hashlib.sha256()
     for name in sorted(contexts):
-        h.update(name.encode() + b"\0")
-        for text in sorted("".join(lines) for lines in contexts[name].sources.values()):
-            h.update(text.encode() + b"\0")
-    return h.hexdigest()[:16] if contexts else "none"
+        h.update(name.encode() + b"\0" + _context_text(contexts[name]).encode() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def _context_text(spec: Any) -> str:
+    """The text of the cells (files) the context class's methods come from, and its constructor arguments."""
+    import linecache
+    import re
+
+    from ._code import code_filenames
+
+    try:
+        cls, args, kwargs = pickle.loads(spec.blob)
+        files = code_filenames(cls)
+    except Exception:  # noqa: BLE001 - nothing to read: fall back to what was captured
+        cls, args, kwargs, files = None, (), {}, set()
+    texts = sorted("".join(linecache.getlines(f)) for f in files)
+    texts = [t for t in texts if t] or sorted("".join(lines) for lines in spec.sources.values())
+    if not texts:
+        return str(spec.hash)
+    arguments = re.sub(r" at 0x[0-9a-f]+", "", repr((args, sorted(kwargs.items()))))
+    return "\n".join(texts) + "\n" + arguments
+
+
+_VALUE_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING",
+              "SHORT_BINBYTES", "BINBYTES", "BINBYTES8"}
+_PUT_OPS = {"PUT", "BINPUT", "LONG_BINPUT"}
+_GET_OPS = {"GET", "BINGET", "LONG_BINGET"}
+
+
+def stable_digest(data: bytes) -> str:
+    """A digest of a pickle that does not depend on which equal strings share a memo slot.
+
+    Pickling the same class twice can give different bytes: an equal string is
+    written again or referenced from the memo depending on object identity. A
+    content hash of the raw bytes then changes although nothing did, and a
+    worker would re-enter a context (reload a model) for nothing. Here strings
+    and bytes are always hashed by value and memo bookkeeping is left out.
+    """
+    import pickletools
+
+    h = hashlib.sha256()
+    values: dict[int, Any] = {}  # memo slot -> str/bytes stored there
+    slots: dict[int, int] = {}  # memo slot of another object -> its order among those
+    n_memo = 0
+    last: Any = None
+    for op, arg, _pos in pickletools.genops(data):
+        name = op.name
+        if name == "FRAME":
+            continue
+        if name == "MEMOIZE" or name in _PUT_OPS:
+            slot = n_memo if name == "MEMOIZE" else int(arg or 0)
+            n_memo += name == "MEMOIZE"
+            if last is not None:
+                values[slot] = last
+            else:
+                slots[slot] = len(slots)
+            continue
+        if name in _GET_OPS:
+            slot = int(arg or 0)
+            if slot in values:
+                last = values[slot]
+                h.update(b"V" + repr(last).encode() + b"\0")
+            else:
+                last = None
+                h.update(b"G" + str(slots.get(slot, -1)).encode() + b"\0")
+            continue
+        last = arg if name in _VALUE_OPS else None
+        h.update((("V" + repr(arg)) if name in _VALUE_OPS else f"{name} {arg!r}").encode() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def stable_contexts(contexts: dict[str, Any]) -> dict[str, Any]:
+    """The ContextSpecs with :func:`stable_digest` as their hash (what workers compare)."""
+    import dataclasses
+
+    return {n: dataclasses.replace(c, hash=stable_digest(c.blob)) for n, c in contexts.items()}
 
 
 def build_snapshot(functions: dict[str, Any], contexts: dict[str, Any], benchmark: bytes | None) -> bytes:
@@ -226,6 +307,7 @@ class FrameHandler:
         self._events()
         self.core = WorkerCore(self.worker_id)
         install_output_routing()
+        _shorten_official_logs()
         try:
             await self._load_snapshot()
         finally:
@@ -386,7 +468,7 @@ class FrameHandler:
                 value = await self._run(fn_hash, args, kwargs, out)
         return {"ok": True, "value": value}
 
-    async def _run(self, fn_hash: str, args: tuple, kwargs: dict, out: _Output) -> Any:
+    async def _run(self, fn_hash: str, args: tuple[Any, ...], kwargs: dict[str, Any], out: _Output) -> Any:
         try:
             return await self.core.call(fn_hash, args, kwargs, out.write)
         finally:
@@ -429,6 +511,34 @@ class FrameHandler:
             "failed_contexts": {n: f[0] for n, f in self.failed.items()},
             "calls_done": self.calls_done,
         }
+
+
+class _Shorten:
+    """Cut log records to their start: the official runtime logs each request's parameters (a whole frame) at DEBUG."""
+
+    LIMIT = 2000
+
+    def filter(self, record: Any) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001
+            return True
+        if len(message) > self.LIMIT:
+            record.msg = f"{message[:500]}… [vastnb: {len(message) - 500} more characters left out]"
+            record.args = None
+        return True
+
+
+def _shorten_official_logs() -> None:
+    import logging
+
+    try:
+        from vastai.serverless.server.lib import backend
+    except ImportError:
+        return
+    logger = logging.getLogger(backend.__file__)  # the official backend names its logger by its file
+    if not any(isinstance(f, _Shorten) for f in logger.filters):
+        logger.addFilter(_Shorten())
 
 
 def _discard(stream: str, text: str) -> None:

@@ -254,13 +254,18 @@ class LabPage:
 
     def wait_all_run(self, timeout: float = 120.0) -> None:
         """Wait until every code cell shows an execution count (none pending) and the kernel is idle."""
-        self.page.wait_for_function(
-            """() => {
-                const prompts = [...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputArea-prompt')];
-                return prompts.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p.textContent));
-            }""",
-            timeout=timeout * 1000,
-        )
+        try:
+            self.page.wait_for_function(
+                """() => {
+                    const prompts = [...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputArea-prompt')];
+                    return prompts.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p.textContent));
+                }""",
+                timeout=timeout * 1000,
+            )
+        except Exception as exc:
+            prompts = self.page.locator(".jp-Notebook .jp-CodeCell .jp-InputArea-prompt").all_inner_texts()
+            shot = self.screenshot("not-run")
+            raise AssertionError(f"cells did not all run within {timeout:g} s: prompts {prompts} (screenshot: {shot})") from exc
         self.wait_kernel_idle(timeout)
 
     def run_cell(self, code: str, timeout: float = 60.0) -> None:
@@ -271,7 +276,7 @@ class LabPage:
         self.page.keyboard.press("b")
         self.page.keyboard.press("Enter")
         self.page.keyboard.insert_text(code)
-        self.page.keyboard.press("Shift+Enter")
+        self.page.keyboard.press("Control+Enter")  # run without adding an empty cell below
         self.wait_all_run(timeout)
 
     # -- reading --
@@ -311,10 +316,19 @@ class LabPage:
         path = ARTIFACTS / f"{self.name}-{label}.png"
         if selector is None:
             self.page.screenshot(path=str(path))
-        else:
+        else:  # grow the viewport so the whole element fits, then restore it
             loc = self.page.locator(selector).first
             loc.scroll_into_view_if_needed()
-            loc.screenshot(path=str(path))
+            size = self.page.viewport_size or {"width": 1280, "height": 1000}
+            box = loc.bounding_box()
+            if box and box["height"] + 160 > size["height"]:
+                self.page.set_viewport_size({"width": size["width"], "height": min(4000, int(box["height"]) + 200)})
+                self.page.wait_for_timeout(300)
+                loc.scroll_into_view_if_needed()
+            try:
+                loc.screenshot(path=str(path))
+            finally:
+                self.page.set_viewport_size(size)
         return path
 
 

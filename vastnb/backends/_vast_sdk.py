@@ -140,7 +140,7 @@ def resolve_api_key(explicit: str | None) -> str:
             "https://cloud.vast.ai/manage-keys/ and pass api_key=..., set VAST_API_KEY, or run `vastai set api-key KEY`."
         ) from None
     register_secret(key)
-    return key
+    return str(key)
 
 
 # =========================================================================== errors
@@ -252,13 +252,13 @@ class SdkSession:
             tar_path = os.path.join(staging, "deployment.tar.gz")
             config = self.sdk._into_deployment_config_and_tarball(tar_path)
             managed = await guarded(f"registering deployment {name!r} with Vast", self.client.put_deployment(config))
+            self.managed = managed  # registered: from here on there is an endpoint to tear down
             uploaded = managed.needs_upload
             if uploaded:
                 await guarded(f"uploading deployment {name!r}", managed.upload(tar_path))
             wg_id = managed.workergroup_id
             if managed.action == "soft_update":
                 wg_id = await guarded(f"starting the rolling update of deployment {name!r}", self._soft_update(managed))
-            self.managed = managed
             self.sdk._inner = _FullDeployment("deployment", managed)
             return DeployResult(managed.id, managed.endpoint_id, managed.action or "", uploaded, wg_id, config.file_hash)
         finally:
@@ -268,7 +268,7 @@ class SdkSession:
         wg_id = managed.workergroup_id or await self.client.find_workergroup_for_endpoint(managed.endpoint_id)
         if wg_id:
             await self.client.update_workers(wg_id)
-        return wg_id
+        return int(wg_id) if wg_id else None
 
     async def routing_endpoint(self) -> Any:
         """The endpoint object calls are routed through (its data carries the endpoint's own key)."""
@@ -305,8 +305,9 @@ class SdkSession:
         return [(Worker.from_dict(r), r) for r in rows or [] if isinstance(r, dict) and r.get("id") is not None]
 
     async def workergroup_id(self) -> int | None:
-        return await guarded("finding the endpoint's workergroup",
-                             self.client.find_workergroup_for_endpoint(self.managed.endpoint_id))
+        found = await guarded("finding the endpoint's workergroup",
+                              self.client.find_workergroup_for_endpoint(self.managed.endpoint_id))
+        return int(found) if found is not None else None
 
     async def heartbeat(self) -> None:
         """POST the deployment's ttl heartbeat (the SDK's route; its own helper has no timeout)."""
@@ -318,6 +319,10 @@ class SdkSession:
             api_key=self.api_key, method="POST", timeout=10, retries=1))
         if not result.get("ok"):
             raise VastApiError(f"the ttl heartbeat of deployment {deployment_id} got HTTP {result.get('status')}")
+
+    def delete_deployment(self) -> None:
+        """Delete the deployment (the SDK's synchronous ``VastAI.delete_deployment``, from the caller's thread)."""
+        self.vast().delete_deployment(self.managed.id)
 
     async def delete_endpoint(self) -> None:
         endpoint_id = self.managed.endpoint_id

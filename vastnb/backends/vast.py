@@ -35,26 +35,9 @@ import pickle
 import time
 from typing import Any, Callable
 
-try:
-    from vastai.serverless.client.request_status import RequestStatus
-except ImportError as _exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "backend='vast' needs the official Vast SDK, which is not installed (or not importable: on Python >= 3.12 it "
-        "also needs setuptools). Install both with `pip install 'vastnb[vast]'`."
-    ) from _exc
-
 from .._remote_errors import build_remote_exception
-from .._vast_worker_module import (
-    FRAME_ROUTE,
-    PROTOCOL,
-    PY,
-    build_snapshot,
-    contexts_identity,
-    decode_frame,
-    encode_frame,
-    generate_module,
-)
-from ..errors import CallTimeout, ConfigurationError, DeploymentShutDown, QueueTimeout, VastnbError, WorkerStartError
+from .._vast_worker_module import build_snapshot, contexts_identity, encode_frame, generate_module, stable_contexts
+from ..errors import CallTimeout, ConfigurationError, DeploymentShutDown, VastnbError, WorkerStartError
 from ..events import DeploymentSnapshot, Event, EventKind
 from ..runtime._handle import ContextSpec, FunctionSpec
 from ..runtime._loop import LoopThread
@@ -69,12 +52,12 @@ from ._vast_sdk import (
     resolve_api_key,
     search_offers,
 )
+from ._vast_calls import Deadline, FrameChannel, SessionGone, write_output
 from ._vast_status import StatusTracker
 
 __all__ = ["VastApiError", "VastBackend"]
 
 log = logging.getLogger("vastnb")
-MAX_RESENDS = 4
 SESSION_OPEN_TIMEOUT = 60.0
 SHIPPED_PACKAGES = ("vastnb", "cloudpickle")
 _AUTOSCALING_KEYS = ("cold_workers", "max_workers", "min_load", "min_cold_load", "target_util", "cold_mult",
@@ -110,16 +93,17 @@ class VastBackend:
         self.state = "declared"
         self.deploy_result: DeployResult | None = None
         self.functions: dict[str, FunctionSpec] = dict(app._specs)
-        self.contexts: dict[str, ContextSpec] = dict(app._context_specs)
+        self.contexts: dict[str, ContextSpec] = stable_contexts(app._context_specs)
         self.benchmark_blob: bytes | None = app._benchmark_blob
         self.tracker = StatusTracker(self.events)
         self.tracker.code_version = self._worker_code_version
         self.sdk: SdkSession | None = None
+        self.channel = FrameChannel(self.tracker, eager_code=self.eager_code, on_activity=self._poke)
+        self.channel.contexts = self.contexts
         self._thread: LoopThread | None = None
         self._deployed: concurrent.futures.Future[DeployResult] | None = None
         self._calls: dict[concurrent.futures.Future[Any], asyncio.Task[Any]] = {}
         self._background: list[asyncio.Task[Any]] = []
-        self._confirmed: set[str] = set()  # function hashes some worker has
         self._cell_session: Any = None
         self._cell_worker: str | None = None
         self._nudge: asyncio.Event | None = None
@@ -145,6 +129,7 @@ class VastBackend:
             version_label=getattr(self.app, "version_label", None), ttl=getattr(self.app, "ttl", None),
             webserver_url=self.webserver_url, autoscaler_url=self.autoscaler_url,
             autoscaler_instance=self.autoscaler_instance)
+        self.channel.sdk = self.sdk
         self._thread = LoopThread(f"vastnb-vast-{self.name}")
         self.state = "starting"
         self._deployed = self._thread.submit(self._deploy(image))
@@ -204,7 +189,7 @@ class VastBackend:
 
     async def _wait_ready(self, min_ready: int) -> None:
         await self._ensure_deployed()
-        deadline = _Deadline(self.ready_timeout)
+        deadline = Deadline(self.ready_timeout)
         if min_ready == 1:
             try:
                 await self._hello(deadline)
@@ -223,11 +208,11 @@ class VastBackend:
         if self._closing:
             raise self._shut_down_error()
 
-    async def _hello(self, deadline: _Deadline) -> dict[str, Any]:
-        reply = await self._exchange({"op": "hello"}, 1.0, deadline, "waiting for a ready worker", None)
+    async def _hello(self, deadline: Deadline) -> dict[str, Any]:
+        reply = await self.channel.exchange({"op": "hello"}, 1.0, deadline, "waiting for a ready worker", None)
         info = reply.get("value") or {}
         self.tracker.apply_reply(str(reply.get("worker")), reply.get("pid"), code=set(info.get("code", ())))
-        self._confirmed |= set(info.get("code", ()))
+        self.channel.confirmed |= set(info.get("code", ()))
         return info
 
     async def _ensure_deployed(self) -> DeployResult:
@@ -240,13 +225,10 @@ class VastBackend:
     def submit(self, spec: FunctionSpec, payload: Any, workload: float, sink: Any = None,
                kind: str = "call") -> "concurrent.futures.Future[Any]":
         """Run one call on a worker Vast routes it to."""
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         if self._closing or self._thread is None:
-            future.set_exception(self._shut_down_error())
-            return future
+            return self._submit(asyncio.sleep(0))
         data = payload.to_bytes() if hasattr(payload, "to_bytes") else bytes(payload)
-        self._thread.call_soon(self._spawn, future, self._call(spec, data, workload, sink, kind))
-        return future
+        return self._submit(self._call(spec, data, workload, sink, kind))
 
     def cancel(self, future: "concurrent.futures.Future[Any]") -> None:
         if self._thread is not None:
@@ -262,8 +244,11 @@ class VastBackend:
         if future.done():
             coro.close()
             return
-        task = asyncio.get_running_loop().create_task(coro)
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(coro)
         self._calls[future] = task
+        # a caller that cancels the future (KeyboardInterrupt in a cell) stops the work too
+        future.add_done_callback(lambda f: loop.call_soon_threadsafe(task.cancel) if f.cancelled() else None)
 
         def done(t: "asyncio.Task[Any]") -> None:
             self._calls.pop(future, None)
@@ -275,7 +260,7 @@ class VastBackend:
                 else:
                     future.cancel()
             elif t.exception() is not None:
-                future.set_exception(t.exception())  # type: ignore[arg-type]
+                future.set_exception(t.exception())
             else:
                 future.set_result(t.result())
 
@@ -283,116 +268,22 @@ class VastBackend:
 
     async def _call(self, spec: FunctionSpec, payload: bytes, workload: float, sink: Any, kind: str) -> Any:
         await self._ensure_deployed()
-        deadline = _Deadline(spec.timeout)
+        deadline = Deadline(spec.timeout)
         what = f"{spec.name}()"
         retries = None if kind == "map" else spec.retries + 1
-        reply = await self._send(
+        reply = await self.channel.send(
             {"op": "call", "fn": spec.hash, "payload": payload}, spec, workload, deadline, what, retries)
-        _write_output(reply, sink)
+        write_output(reply, sink)
         if reply.get("ok"):
             return reply.get("value")
         raise build_remote_exception(reply["error"], f"Vast worker {reply.get('worker')} running {what}")
-
-    async def _send(self, frame: dict[str, Any], spec: FunctionSpec | None, workload: float, deadline: _Deadline,
-                    what: str, retries: int | None, session: Any = None) -> dict[str, Any]:
-        """Send a frame; when the worker answers ``missing``, resend with that code or those contexts."""
-        contexts = dict(self.contexts)
-        frame = {**frame, "contexts": {n: c.hash for n, c in contexts.items()}}
-        send_code = spec is not None and self.eager_code and spec.hash not in self._confirmed
-        send_contexts: set[str] = set()
-        for _ in range(MAX_RESENDS):
-            out = dict(frame)
-            if send_code and spec is not None:
-                out["code"] = [(spec.hash, spec.blob.data, spec.blob.sources, spec.name, spec.allow_parallel)]
-            if send_contexts:
-                out["context_blobs"] = [contexts[n].message() for n in sorted(send_contexts) if n in contexts]
-            reply = await self._exchange(out, workload, deadline, what, retries, session)
-            worker, pid = str(reply.get("worker")), reply.get("pid")
-            missing = reply.get("missing")
-            if not missing:
-                has = {spec.hash} if spec is not None and (reply.get("ok") or "error" in reply) else set()
-                self._confirmed |= has
-                self.tracker.apply_reply(worker, pid, code=has, call=frame["op"] == "call")
-                return reply
-            self.tracker.apply_reply(worker, pid)
-            send_code = send_code or bool(spec is not None and spec.hash in missing.get("code", ()))
-            send_contexts |= set(missing.get("contexts", ()))
-        raise VastApiError(f"{what}: the workers kept answering {reply.get('message', 'missing code')!r} after "
-                           f"{MAX_RESENDS} attempts; the deployment's code could not be delivered.")
-
-    async def _exchange(self, frame: dict[str, Any], workload: float, deadline: _Deadline, what: str,
-                        retries: int | None, session: Any = None) -> dict[str, Any]:
-        """One frame through the SDK (route, then the worker) with a deadline; the decoded reply frame."""
-        from vastai.serverless.remote import serialization
-
-        assert self.sdk is not None
-        self._poke()
-        remaining = deadline.remaining()
-        if remaining <= 0:
-            raise CallTimeout(self._timeout_message(what, deadline.total, "Queued"))
-        data = encode_frame({"v": PROTOCOL, "py": PY, **frame}, f"the request of {what}")
-        payload = {"kwargs": {"frame": serialization.serialize(data, "deployment"), "workload": float(workload)}}
-        tracker = _Tracker()
-        endpoint = await self.sdk.routing_endpoint()
-        request = self.sdk.client.queue_endpoint_request(
-            endpoint=endpoint, worker_route=FRAME_ROUTE, worker_payload=payload, serverless_request=tracker,
-            cost=workload, timeout=remaining, worker_timeout=remaining, max_retries=retries, session=session)
-        error: BaseException | None = None
-        try:
-            result = await asyncio.wait_for(request, remaining)
-        except asyncio.TimeoutError:
-            error = CallTimeout(self._timeout_message(what, deadline.total, tracker.last))
-        except (ConnectionError, ValueError) as exc:
-            if session is not None:
-                raise _SessionGone(redact(exc)) from None
-            error = VastApiError(redact(f"{what} failed: {exc}"))
-        except Exception as exc:  # noqa: BLE001 - the SDK raises bare Exception/RuntimeError; keep only its words
-            error = VastApiError(redact(f"{what} failed on its way through Vast: {exc}"))
-        if error is not None:
-            raise error
-        return self._read_result(result, what, session)
-
-    def _read_result(self, result: dict[str, Any], what: str, session: Any) -> dict[str, Any]:
-        from vastai.serverless.remote import serialization
-
-        status = result.get("status")
-        if not result.get("ok"):
-            text = redact(str(result.get("text") or "")[:500])
-            if status == 429:
-                raise QueueTimeout(f"{what}: the worker's queue is full (HTTP 429 from the official worker); the "
-                                   "endpoint needs more workers (configure_autoscaling(max_workers=...)) or fewer "
-                                   "calls at once.", limit=0.0, estimated_wait=0.0)
-            if status == 410 and session is not None:
-                raise _SessionGone("the worker closed the cell session")
-            raise VastApiError(f"{what}: the worker answered HTTP {status}: {text}")
-        try:
-            raw = serialization.deserialize_unwrap_error(result["response"]["result"], "deployment", {})
-            reply = decode_frame(raw)
-        except Exception as exc:  # noqa: BLE001
-            err = VastApiError(redact(f"{what}: unreadable reply from the worker ({type(exc).__name__}: {exc})"))
-        else:
-            if isinstance(reply, dict) and reply.get("v") == PROTOCOL:
-                return reply
-            err = VastApiError(f"{what}: the worker speaks another vastnb protocol; redeploy")
-        raise err
-
-    def _timeout_message(self, what: str, total: float, status: str) -> str:
-        if status in ("New", "Queued", "Polling"):
-            waiting = (f"Vast had no ready worker for endpoint {self.endpoint_id} (its /route/ kept answering WAITING). "
-                       f"Workers: {self.tracker.summary()}")
-        elif status == "Retrying":
-            waiting = ("the worker request kept failing (transport errors or HTTP 5xx/429) and Vast re-routed it. "
-                       f"Workers: {self.tracker.summary()}")
-        else:
-            waiting = "it was running on a worker"
-        return (f"{what} did not finish within {total:g} s: {waiting}. Raise timeout in @app.remote(timeout=...) "
-                "for slow calls or cold starts; see %vast_status.")
 
     # ================================================================== code, cells, benchmark
     def update(self, functions: dict[str, FunctionSpec], contexts: dict[str, ContextSpec],
                benchmark: bytes | None) -> "concurrent.futures.Future[None]":
         """New code: each worker gets it with the first call that needs it (no restart, no redeploy)."""
-        self.functions, self.contexts, self.benchmark_blob = dict(functions), dict(contexts), benchmark
+        self.functions, self.contexts, self.benchmark_blob = dict(functions), stable_contexts(contexts), benchmark
+        self.channel.contexts = self.contexts
         self.events.publish(Event(EventKind.CODE, time.time(), data={
             "version": self.code_version(), "functions": sorted(functions)}))
         for view in list(self.tracker.workers.values()):
@@ -409,7 +300,7 @@ class VastBackend:
     async def _run_cell(self, worker_ids: list[str] | None, message: dict[str, Any],
                         sink_for: Callable[[str], Any]) -> dict[str, Any]:
         await self._ensure_deployed()
-        deadline = _Deadline(self.cell_timeout)
+        deadline = Deadline(self.cell_timeout)
         frame = {"op": "run", "payload": encode_frame(message, "the cell's pushed values")}
         notice = ""
         reply: dict[str, Any] = {}
@@ -417,7 +308,7 @@ class VastBackend:
             session, notice = await self._cell_session_for(deadline)
             if worker_ids is not None:
                 if self._cell_worker is None and session is not None:
-                    hello = await self._send({"op": "hello"}, None, 1.0, deadline, "the cell session", 1, session)
+                    hello = await self.channel.send({"op": "hello"}, None, 1.0, deadline, "the cell session", 1, session)
                     self._cell_worker = str(hello.get("worker"))
                 wrong = [w for w in worker_ids if w != self._cell_worker]
                 if wrong:
@@ -426,9 +317,9 @@ class VastBackend:
                         f"vastnb runs cells on the worker this notebook's cell session is pinned to "
                         f"({self._cell_worker or 'none yet'}). Leave out the worker to run there.")
             try:
-                reply = await self._send(frame, None, 1.0, deadline, "the %%vast_run cell", 1, session)
+                reply = await self.channel.send(frame, None, 1.0, deadline, "the %%vast_run cell", 1, session)
                 break
-            except _SessionGone:
+            except SessionGone:
                 self._cell_session = None
                 if attempt:
                     raise VastApiError("the %%vast_run cell: the worker of the cell session went away twice") from None
@@ -441,12 +332,12 @@ class VastBackend:
                 sink("stderr", f"vastnb: the cell session moved to worker {worker}; names defined by earlier "
                                f"cells on worker {self._cell_worker} are not there.\n")
         self._cell_worker = worker
-        _write_output(reply, sink)
+        write_output(reply, sink)
         if reply.get("ok"):
             return {worker: reply.get("value")}
         return {worker: build_remote_exception(reply["error"], f"Vast worker {worker} running a %%vast_run cell")}
 
-    async def _cell_session_for(self, deadline: _Deadline) -> tuple[Any, str]:
+    async def _cell_session_for(self, deadline: Deadline) -> tuple[Any, str]:
         """The SDK session pinning cells to one worker; (None, why) when Vast would not open one."""
         if self._cell_session is None or not getattr(self._cell_session, "open", False):
             assert self.sdk is not None
@@ -471,7 +362,7 @@ class VastBackend:
         fn_hash = pickle.loads(blob).fn_hash
         spec = next((f for f in self.functions.values() if f.hash == fn_hash), None)
         frame = {"op": "bench", "fn": fn_hash, "payload": blob}
-        reply = await self._send(frame, spec, 100.0, _Deadline(self.cell_timeout), "the benchmark", 1)
+        reply = await self.channel.send(frame, spec, 100.0, Deadline(self.cell_timeout), "the benchmark", 1)
         worker = str(reply.get("worker"))
         if not reply.get("ok"):
             raise build_remote_exception(reply["error"], f"Vast worker {worker} running the benchmark")
@@ -595,17 +486,20 @@ class VastBackend:
             return
         self._closing = True
         self.state = "shutting down"
-        errors: list[str] = []
         thread = self._thread
+        if self._deployed is not None and not self._deployed.done():
+            try:  # a deploy in flight: let it finish (bounded) so what it registered is known and torn down
+                self._deployed.result(timeout)
+            except BaseException:  # noqa: BLE001 - its error was (or will be) reported to whoever waited for it
+                pass
+        errors: list[str] = []
         try:
             _run(thread, self._stop_tasks(), timeout)
         except Exception as exc:  # noqa: BLE001
             errors.append(redact(exc))
-        result = self.deploy_result
-        if result is None and self._deployed is not None and not self._deployed.done():
-            self._deployed.cancel()
-        if result is not None and not keep_endpoint:
-            errors += self._teardown(result, thread, timeout)
+        managed = self.sdk.managed if self.sdk is not None else None
+        if managed is not None and not keep_endpoint:
+            errors += self._teardown(thread, timeout)
         try:
             _run(thread, self._close_clients(), timeout)
         except Exception as exc:  # noqa: BLE001
@@ -614,20 +508,20 @@ class VastBackend:
         self.state = "shut down"
         self.events.publish(Event(EventKind.SHUTDOWN, time.time()))
         if errors:
-            ids = f"endpoint {result.endpoint_id} (deployment {result.deployment_id})" if result else "the endpoint"
+            ids = f"endpoint {managed.endpoint_id} (deployment {managed.id})" if managed else "the endpoint"
             raise VastApiError(
                 f"could not tear down {ids} of {self.name!r}: {'; '.join(errors)}. It may still be running and "
-                f"cost money: delete it with `vastai delete endpoint {result.endpoint_id if result else '<id>'}` "
+                f"cost money: delete it with `vastai delete endpoint {managed.endpoint_id if managed else '<id>'}` "
                 "or in the console (https://cloud.vast.ai/serverless/).")
 
-    def _teardown(self, result: DeployResult, thread: LoopThread, timeout: float) -> list[str]:
-        assert self.sdk is not None
+    def _teardown(self, thread: LoopThread, timeout: float) -> list[str]:
+        assert self.sdk is not None and self.sdk.managed is not None
         errors = []
         try:
-            self.sdk.vast().delete_deployment(result.deployment_id)
+            self.sdk.delete_deployment()
         except Exception as exc:  # noqa: BLE001
             if "404" not in str(exc):
-                errors.append(redact(f"deleting deployment {result.deployment_id}: {exc}"))
+                errors.append(redact(f"deleting deployment {self.sdk.managed.id}: {exc}"))
         try:
             _run(thread, self.sdk.delete_endpoint(), timeout)
         except Exception as exc:  # noqa: BLE001
@@ -661,41 +555,19 @@ class VastBackend:
 
     # ================================================================== helpers
     def _submit(self, coro: Any) -> "concurrent.futures.Future[Any]":
+        """Run ``coro`` on the loop as a tracked task (shutdown cancels it and fails its future clearly)."""
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         if self._thread is None or self._closing:
             coro.close()
-            future: concurrent.futures.Future[Any] = concurrent.futures.Future()
             future.set_exception(self._shut_down_error())
             return future
-        return self._thread.submit(coro)
+        self._thread.call_soon(self._spawn, future, coro)
+        return future
 
     def _shut_down_error(self) -> DeploymentShutDown:
         return DeploymentShutDown(
             f"deployment {self.name!r} is shut down; create a new vastnb.Deployment (or run %vast_deployment "
             "again) to deploy it again.")
-
-
-class _SessionGone(Exception):
-    """The cell session's worker is gone or closed the session."""
-
-
-class _Tracker(RequestStatus):
-    """The SDK's request tracker, remembering the last state before a cancel, to say what a timeout waited for."""
-
-    last = "New"
-
-    def __setattr__(self, key: str, value: Any) -> None:
-        if key == "status" and value not in ("Cancelled", "Errored"):
-            object.__setattr__(self, "last", value)
-        object.__setattr__(self, key, value)
-
-
-class _Deadline:
-    def __init__(self, seconds: float) -> None:
-        self.total = seconds
-        self.at = time.monotonic() + seconds
-
-    def remaining(self) -> float:
-        return self.at - time.monotonic()
 
 
 def _run(thread: LoopThread, coro: Any, timeout: float) -> Any:
@@ -710,16 +582,6 @@ def _run(thread: LoopThread, coro: Any, timeout: float) -> Any:
         except BaseException:  # noqa: BLE001 - cancelled, as asked
             pass
         raise TimeoutError(f"Vast did not answer within {timeout:g} s") from None
-
-
-def _write_output(reply: dict[str, Any], sink: Any) -> None:
-    if sink is None:
-        return
-    for stream, text in reply.get("out") or ():
-        try:
-            sink(stream, text)
-        except Exception:  # noqa: BLE001
-            pass
 
 
 def _log_lines(data: Any) -> list[str]:

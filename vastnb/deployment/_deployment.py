@@ -96,6 +96,8 @@ class Deployment:
         self._stale = True
         self._registered_since_sync = False
         self._dashboard: Any = None
+        self._stopped_runtime: Any = None
+        self._benchmark_blob: bytes | None = None
         _LIVE.add(self)
         _watch_notebook(self)
 
@@ -323,6 +325,7 @@ class Deployment:
             self._state = DeploymentState.SHUT_DOWN
         if runtime is not None:
             runtime.shutdown()
+            self._stopped_runtime = runtime  # views still show how the workers ended
 
     # ================================================================== code sync
     def _check_declarations(self) -> None:
@@ -431,8 +434,9 @@ class Deployment:
 
     # ================================================================== views
     def snapshot(self) -> DeploymentSnapshot:
-        if self._runtime is not None:
-            return self._runtime.snapshot()
+        runtime = self._runtime or self._stopped_runtime
+        if runtime is not None:
+            return runtime.snapshot()
         from ..events import AutoscalerSnapshot
 
         s = self._autoscaling
@@ -442,9 +446,18 @@ class Deployment:
         )
 
     def logs(self, worker: str | None = None) -> dict[str, list[str]]:
-        if self._runtime is None:
-            return {}
-        return self._runtime.logs(worker)
+        runtime = self._runtime or self._stopped_runtime
+        return runtime.logs(worker) if runtime is not None else {}
+
+    def benchmark(self) -> dict[str, float]:
+        """Re-run the benchmark on every serving worker; returns {worker id: perf score}."""
+        if self._runtime is None or self._benchmark_blob is None:
+            raise ConfigurationError(
+                f"deployment {self.name!r} has no benchmark to run: give a remote function a "
+                "benchmark_dataset or benchmark_generator, and start the deployment first."
+            )
+        result: dict[str, float] = self._runtime.benchmark(self._benchmark_blob).result()
+        return result
 
     def dashboard(self) -> Any:
         """The live dashboard widget (built on first use and cached)."""
@@ -460,7 +473,7 @@ class Deployment:
         except ImportError:
             return None
         try:
-            return Progress(total, description)
+            return Progress(total, description, unit=unit)
         except Exception:  # noqa: BLE001 - progress is a nicety
             return None
 

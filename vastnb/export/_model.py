@@ -17,6 +17,8 @@ _DEPLOYMENT_KEPT = ("name", "tag", "version_label", "ttl")
 CLIENT_REMOTE_OPTIONS = ("benchmark_dataset", "benchmark_generator", "benchmark_runs", "workload_calculator")
 SERVE_ONLY_OPTIONS = {"allow_parallel_requests": "False", "max_queue_time": "30.0"}  # with the SDK's defaults
 BENCHMARK_OPTIONS = ("benchmark_dataset", "benchmark_generator", "benchmark_runs")
+OFFICIAL_IMAGE_METHODS = ("require", "pip_install", "apt_get", "env", "run_script", "run_cmd", "copy", "venv",
+                          "use_system_python", "publish_port")
 
 
 class Kind(enum.Enum):
@@ -37,6 +39,13 @@ class Option:
     key: str
     source: str
     node: ast.expr | None  # None when the source does not parse
+    standalone: bool = False  # node was parsed from ``source`` (a magic's option), not from the cell
+
+    def segment(self, node: ast.expr, stmt: Statement) -> str:
+        """Source text of ``node`` (a part of this option's value)."""
+        if self.standalone:
+            return ast.get_source_segment(self.source, node) or ast.unparse(node)
+        return stmt.segment(node)
 
 
 @dataclass
@@ -74,7 +83,7 @@ class DeploymentDecl:
     name_node: ast.expr | None
 
 
-@dataclass
+@dataclass(eq=False)
 class Unit:
     order: int
     stmt: Statement
@@ -398,9 +407,9 @@ def _image_statement(node: ast.stmt, app_vars: set[str], image_vars: set[str]) -
         return None
     if base.id in app_vars and calls[0][0] == "image":
         return ImageStmt(target=target, create=calls[0][1], base=None, methods=calls[1:])
-    if base.id in image_vars:
+    if base.id in image_vars and any(method in OFFICIAL_IMAGE_METHODS for method, _ in calls):
         return ImageStmt(target=target, create=None, base=base.id, methods=calls)
-    return None
+    return None  # e.g. image.describe(): exploration
 
 
 def _remote_decl(
@@ -447,7 +456,8 @@ def _remote_decl(
             continue
         names = expression_names(expr)
         read |= names.eager | names.lazy
-        options[key] = Option(key, ast.unparse(expr) if "\n" in source else source.strip(), expr)
+        text = source.strip()
+        options[key] = Option(key, text, expr, standalone=True)
     return RemoteDecl(node.name, node, options, others, magic=True,
                       option_names=Names(frozenset(), frozenset(read), frozenset()))
 

@@ -185,7 +185,36 @@ def make_plan(cells: list[ParsedCell], *, default_name: str) -> Plan:
     for unit in remotes:
         plan.closures[unit.remote.name if unit.remote else ""] = resolver.closure([unit], [])
     _choose_benchmark(plan)
+    _check_calculators(plan)
     return plan
+
+
+def _check_calculators(plan: Plan) -> None:
+    """The official worker calls ``workload_calculator(**kwargs of the call)`` (serve.py), not with a payload dict."""
+    defs = {u.stmt.node.name: u.stmt.node for u in plan.units
+            if isinstance(u.stmt.node, (ast.FunctionDef, ast.AsyncFunctionDef)) and u.kind is Kind.CODE}
+    for unit in plan.remotes:
+        remote = unit.remote
+        assert remote is not None
+        option = remote.options.get("workload_calculator")
+        if option is None or not isinstance(option.node, ast.Name) or option.node.id not in defs:
+            continue
+        calc = defs[option.node.id]
+        fn_args = remote.node.args
+        fn_params = [a.arg for a in [*fn_args.posonlyargs, *fn_args.args, *fn_args.kwonlyargs]]
+        c_args = calc.args
+        accepted = {a.arg for a in [*c_args.args, *c_args.kwonlyargs]}
+        takes_any = c_args.kwarg is not None
+        missing = [p for p in fn_params if p not in accepted and not takes_any]
+        extra = [p for p in _required_parameters(calc) if p not in fn_params]
+        if missing or extra:
+            plan.warnings.append(
+                f"{remote.name}: the official worker calls workload_calculator {calc.name}() with "
+                f"{remote.name}'s own arguments ({calc.name}({', '.join(f'{p}=...' for p in fn_params)})), which "
+                f"{calc.name}({', '.join(a.arg for a in c_args.args)}) does not accept; it raises there and every "
+                f"request counts as 100. Give it {remote.name}'s parameters: def {calc.name}"
+                f"({', '.join(fn_params)}): ..."
+            )
 
 
 def _json(value: str) -> str:

@@ -6,14 +6,12 @@ import ast
 import textwrap
 from dataclasses import dataclass
 
-from ._model import CLIENT_REMOTE_OPTIONS, SERVE_ONLY_OPTIONS, Kind, Option, Unit
+from ._model import BENCHMARK_OPTIONS, CLIENT_REMOTE_OPTIONS, OFFICIAL_IMAGE_METHODS, SERVE_ONLY_OPTIONS, Kind, Option, Unit
 from ._plan import Plan
 from ._wire import WireWarning
 
 __all__ = ["render_client", "render_module"]
 
-_OFFICIAL_IMAGE_METHODS = ("require", "pip_install", "apt_get", "env", "run_script", "run_cmd", "copy", "venv",
-                           "use_system_python", "publish_port")
 _OPTION_ORDER = ("benchmark_dataset", "benchmark_generator", "benchmark_runs", "workload_calculator",
                  "allow_parallel_requests", "max_queue_time", "retries", "timeout")
 _VASTNB_ONLY = {
@@ -86,7 +84,7 @@ class _Renderer:
             if img.target and img.target != img.base:
                 lines.append(f"{img.target} = {img.base}")
         for method, call in img.methods:
-            if method not in _OFFICIAL_IMAGE_METHODS:
+            if method not in OFFICIAL_IMAGE_METHODS:
                 text = f"{method}({self.args(st, call)})"
                 lines.append(f"# image.{text} left out: vastnb-only, the official Image has no {method}()")
                 self.warnings.append(f"image.{method}(...) ({unit.where}) is vastnb-only; the export leaves it out.")
@@ -141,7 +139,7 @@ class _Renderer:
         for kw in call.keywords:
             text = self.rewrite(st, kw.value, notes) if rewrite else st.segment(kw.value)
             parts.append(f"{kw.arg}={text}" if kw.arg else f"**{text}")
-        self.unit_note = "; ".join(dict.fromkeys(notes))
+        self.unit_note = _unit_note(notes)
         return ", ".join(parts)
 
     def rewrite(self, st: object, expr: ast.expr, notes: list[str]) -> str:
@@ -155,9 +153,7 @@ class _Renderer:
             self.query_imports.setdefault(alias, name)
         if not rewriter.changed:
             return st.segment(expr)
-        for column in rewriter.columns:
-            documented, raw = _UNITS.get(column, ("its documented unit", "Vast's raw unit"))
-            notes.append(f"in {raw}: vastnb.query takes {column} in {documented}, the official Column in {raw}")
+        notes.extend(rewriter.columns)
         return ast.unparse(new)
 
     def autoscaling_line(self, unit: Unit) -> str:
@@ -203,7 +199,7 @@ class _Renderer:
         for opt in options:
             value = opt.source
             if opt.key in CLIENT_REMOTE_OPTIONS:
-                if owner and opt.key in ("benchmark_dataset", "benchmark_generator", "benchmark_runs"):
+                if owner and opt.key in BENCHMARK_OPTIONS:
                     parts.append(("", f"{opt.key}={_one_line(value)} left out: the official worker takes one "
                                       f"benchmark per deployment ({owner}'s)"))
                 else:
@@ -283,9 +279,9 @@ class _Renderer:
         title = f'Deployment "{name}"' if name is not None else "A deployment"
         out: list[str] = ['"""' + f"{title}, exported by vastnb from {origin or 'a notebook'}.",
                           "",
-                          "Run this file to deploy it with the official vastai SDK (Python >= 3.12); a client",
-                          "imports its remote functions and awaits them (importing deploys, as the last line",
-                          'says). Exported with `python -m vastnb export`."""',
+                          "Running this file deploys it with the official vastai SDK (Python >= 3.12). A client",
+                          "imports its remote functions and awaits them; the import deploys too (last line).",
+                          '"""',
                           ""]
         if plan.futures:
             out += [u.stmt.text for u in plan.futures] + [""]
@@ -303,7 +299,7 @@ class _Renderer:
                        f"import vastai.data.query as {alias}")
         out.append("")
         body: list[_Block] = list(pre_blocks)
-        body.append(_Block("\n".join(header), -1, False))
+        body.append(_Block("\n".join(header), -1, True))
         if self.needs_serve_only:
             body.append(_Block(
                 "\n".join([
@@ -393,6 +389,15 @@ class _QueryRewriter(ast.NodeTransformer):
         return ast.BinOp(left=expr, op=ast.Mult(), right=factor_node)
 
 
+def _unit_note(columns: list[str]) -> str:
+    """``MB: vastnb.query takes gpu_ram, cpu_ram in GB, the official Column compares MB``."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for column in dict.fromkeys(columns):
+        groups.setdefault(_UNITS.get(column, ("its documented unit", "Vast's raw unit")), []).append(column)
+    return "; ".join(f"{raw}: vastnb.query takes {', '.join(cols)} in {documented}, the official Column "
+                     f"compares {raw}" for (documented, raw), cols in groups.items())
+
+
 def _is_default(opt: Option, default: str) -> bool:
     try:
         return bool(ast.literal_eval(opt.source) == ast.literal_eval(default))
@@ -404,11 +409,14 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def _first_use(plan: Plan, alias: str) -> int:
+def _first_use(plan: Plan, alias: str) -> tuple[int, int]:
+    """Where the notebook imports ``alias``: (statement, position in the import), to keep its order."""
     for unit in plan.units:
-        if alias in unit.names.defs:
-            return unit.order
-    return len(plan.units)
+        node = unit.stmt.node
+        if alias in unit.names.defs and isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound = [a.asname or a.name.split(".")[0] for a in node.names]
+            return unit.order, bound.index(alias) if alias in bound else 0
+    return len(plan.units), 0
 
 
 def _static_name(plan: Plan) -> str | None:
@@ -452,7 +460,9 @@ def render_client(plan: Plan, module_name: str, origin: str | None) -> str:
             if name in module_names and name not in imports:
                 imports.append(name)
         calls.append(call)
-    body = "\n".join(f"    {c}" for c in calls) or "    pass"
+    if not any(not c.startswith("#") for c in calls):
+        calls.append("pass")
+    body = "\n".join(f"    {c}" for c in calls)
     return "\n".join([
         f'"""Calls the remote functions of {module_name}.py (vastnb export of {origin or "a notebook"}).',
         "",
@@ -492,11 +502,11 @@ def _example_call(plan: Plan, unit: Unit) -> tuple[str, list[str]]:
         expr = dataset.node
         if isinstance(expr, (ast.List, ast.Tuple)) and expr.elts and isinstance(expr.elts[0], ast.Dict):
             sample = expr.elts[0]
-            keys = [k.value if isinstance(k, ast.Constant) else None for k in sample.keys]
-            if all(isinstance(k, str) and k.isidentifier() for k in keys):
-                text = ", ".join(f"{k}={_source(unit, v)}" for k, v in zip(keys, sample.values))
+            keys = [k.value if isinstance(k, ast.Constant) and isinstance(k.value, str) else "" for k in sample.keys]
+            if all(k.isidentifier() for k in keys):
+                text = ", ".join(f"{k}={dataset.segment(v, unit.stmt)}" for k, v in zip(keys, sample.values))
                 return f"print(await {fn}({text}))", _loads(sample)
-            return f"print(await {fn}(**{_source(unit, sample)}))", _loads(sample)
+            return f"print(await {fn}(**{dataset.segment(sample, unit.stmt)}))", _loads(sample)
         if isinstance(expr, ast.Name):
             return f"print(await {fn}(**{expr.id}[0]))", [expr.id]
     if generator is not None and isinstance(generator.node, ast.Name):
@@ -509,12 +519,6 @@ def _example_call(plan: Plan, unit: Unit) -> tuple[str, list[str]]:
         return f"print(await {fn}())", []
     placeholder = ", ".join(f"{p}=..." for p in required)
     return f"# print(await {fn}({placeholder}))  # fill in the arguments", []
-
-
-def _source(unit: Unit, expr: ast.expr) -> str:
-    if unit.remote is not None and unit.remote.magic:
-        return ast.unparse(expr)
-    return unit.stmt.segment(expr)
 
 
 def _loads(expr: ast.expr) -> list[str]:

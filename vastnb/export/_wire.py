@@ -100,11 +100,20 @@ class _Checker:
         return None
 
     def annotation_kind(self, expr: ast.expr) -> tuple[str, ast.expr] | None:
+        """(kind, node) for an annotation naming a type the wire cannot carry; node is ``expr`` itself when
+        the annotation *is* that type (``bool``, ``Set[str]``, ``"torch.Tensor"``) rather than holding it."""
         if isinstance(expr, ast.Constant) and isinstance(expr.value, str):
             try:
-                return self.annotation_kind(ast.parse(expr.value, mode="eval").body)
+                inner = ast.parse(expr.value, mode="eval").body
             except SyntaxError:
                 return None
+            found = self.annotation_kind(inner)
+            return (found[0], expr if found[1] is inner else found[1]) if found else None
+        if isinstance(expr, ast.Subscript):
+            found = self.annotation_kind(expr.value)
+            if found:
+                return found[0], expr
+            return self.annotation_kind(expr.slice)
         if isinstance(expr, (ast.Name, ast.Attribute)):
             origin = self.aliases.origin(expr) or ""
             if origin == "bool":
@@ -198,20 +207,20 @@ class _Checker:
         dataset = unit.remote.options.get("benchmark_dataset")
         if dataset is not None and dataset.node is not None:
             node = dataset.node
-            source = unit.stmt if not unit.remote.magic else None
+            resolved = False
             if isinstance(node, ast.Name):
                 node = self.constant(node.id) or node
-                source = None
+                resolved = True
             if isinstance(node, (ast.List, ast.Tuple)):
                 for i, item in enumerate(node.elts):
                     if not isinstance(item, ast.Dict):
                         continue
                     for key, value in zip(item.keys, item.values):
-                        param = key.value if isinstance(key, ast.Constant) else "?"
+                        param = str(key.value) if isinstance(key, ast.Constant) else "?"
                         found = self.value_kind(value)
                         if found:
-                            text = source.segment(value) if source else ast.unparse(value)
-                            self.report(fn, str(param), found[0], "benchmark_dataset",
+                            text = ast.unparse(value) if resolved else dataset.segment(value, unit.stmt)
+                            self.report(fn, param, found[0], "benchmark_dataset",
                                         f"{fn}({param}): benchmark_dataset[{i}] value {text} "
                                         f"{self.verb(found, value)} {_WHAT[found[0]]}")
         generator = unit.remote.options.get("benchmark_generator")
@@ -223,10 +232,10 @@ class _Checker:
                     if not isinstance(ret.value, ast.Dict):
                         continue
                     for key, value in zip(ret.value.keys, ret.value.values):
-                        param = key.value if isinstance(key, ast.Constant) else "?"
+                        param = str(key.value) if isinstance(key, ast.Constant) else "?"
                         found = self.value_kind(value)
                         if found:
-                            self.report(fn, str(param), found[0], "benchmark_generator",
+                            self.report(fn, param, found[0], "benchmark_generator",
                                         f"{fn}({param}): benchmark_generator {generator.node.id}() gives "
                                         f"{gen.stmt.segment(value)}, which {self.verb(found, value)} "
                                         f"{_WHAT[found[0]]}")

@@ -16,74 +16,17 @@ from typing import Any, Callable
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, argument_group, magic_arguments
-from IPython.utils.process import arg_split
 
 from ..deployment import Deployment
 from ..errors import ConfigurationError, SerializationError, VastnbError
+from ._args import help_argument, parse, python_names, wants_help
+from ._bench import benchmark_request, benchmark_target
 from ._cells import compile_cell, format_remote_failure, run_in_user_namespace, show_short
 from ._run import CellRun, PerWorker, WorkerValue, raise_failures
 
 __all__ = ["VastMagics"]
 
 DEFAULT_VAR = "app"
-
-# Shared argument: every magic answers --help (IPython's parsers leave it out).
-_help = argument("-h", "--help", action="store_true", help="show this help and do nothing else")
-
-
-def _usage(parser: Any) -> str:
-    """The parser's usage, as argparse writes it (IPython's formatter turns ``usage:`` into a reST ``::``)."""
-    return _unrest(parser.format_usage()).rstrip()
-
-
-def _help_text(parser: Any) -> str:
-    return _unrest(parser.format_help()).rstrip()
-
-
-def _unrest(text: str) -> str:
-    head, sep, rest = text.lstrip("\n").partition("\n\n")
-    if head.strip() != "::":
-        return text
-    usage, sep, body = ("usage: " + rest.lstrip(" ")).partition("\n\n")
-    first, *more = usage.split("\n")
-    indent = " " * (first.find(" ", len("usage: ")) + 1)
-    return "\n".join([first, *(indent + ln.strip() for ln in more)]) + sep + body
-
-
-def _parse(magic: Callable[..., Any], name: str, line: str) -> Any:
-    """Parse a magic's argument line; ``None`` after showing ``--help``. Mistakes are ``UsageError`` with the usage."""
-    parser = magic.parser  # type: ignore[attr-defined]
-    try:
-        tokens = arg_split(line, posix=True)
-    except ValueError as exc:
-        raise UsageError(f"{name}: cannot read the arguments {line.strip()!r} ({exc}).\n{_usage(parser)}") from None
-    if "-h" in tokens or "--help" in tokens:
-        print(_help_text(parser))
-        return None
-    try:
-        return parser.parse_args(tokens)
-    except UsageError as exc:
-        raise UsageError(f"{name}: {exc}\n{_usage(parser)}") from None
-
-
-def _names(option: str, values: list[str] | None) -> list[str]:
-    """``a,b`` (optionally repeated) as a list of Python names."""
-    out: list[str] = []
-    for value in values or []:
-        for name in value.split(","):
-            name = name.strip()
-            if not name:
-                continue
-            if not name.isidentifier():
-                raise UsageError(f"%%vast_run {option}: {name!r} is not a Python variable name.")
-            if name not in out:
-                out.append(name)
-    return out
-
-
-def _wants_help(line: str) -> bool:
-    return line.strip() in ("-h", "--help")
-
 
 @magics_class
 class VastMagics(Magics):
@@ -175,7 +118,7 @@ class VastMagics(Magics):
 
     # ================================================================ %vast_deployment
     @magic_arguments()
-    @_help
+    @help_argument
     @argument("name", nargs="?", help="the deployment's name; running it again with the same name selects the existing one")
     @argument("--backend", choices=("local", "vast"), default=None,
               help="where workers run: processes on this machine (local, the default) or Vast Serverless (vast)")
@@ -187,7 +130,7 @@ class VastMagics(Magics):
 
         Without NAME, show the current deployment.
         """
-        args = _parse(self.vast_deployment, "%vast_deployment", line)
+        args = parse(self.vast_deployment, "%vast_deployment", line)
         if args is None:
             return None
         var = args.var or self._var
@@ -221,7 +164,7 @@ class VastMagics(Magics):
     # ================================================================ %%vast_context
     @no_var_expand
     @magic_arguments("%vast_context")
-    @_help
+    @help_argument
     @argument("arguments", nargs="*",
               help='constructor arguments, exactly as @app.context(...) takes them, e.g. "weights.pt", dtype="bf16" '
                    "(evaluated in the notebook)")
@@ -234,8 +177,8 @@ class VastMagics(Magics):
         edited cell again re-enters this context, and only this one, on the
         running workers.
         """
-        if _wants_help(line):
-            _parse(self.vast_context, "%%vast_context", "--help")
+        if wants_help(line):
+            parse(self.vast_context, "%%vast_context", "--help")
             return None
         app = self.current("%%vast_context")
         cell_code = compile_cell(self.shell, "vast_context", line, cell)
@@ -289,7 +232,7 @@ class VastMagics(Magics):
     # ================================================================ %%vast_remote
     @no_var_expand
     @magic_arguments("%vast_remote")
-    @_help
+    @help_argument
     @argument_group("benchmark", "Apply to the first async def in the cell (the function workers are scored with).")
     @argument("--benchmark-dataset", metavar="EXPR",
               help='benchmark inputs: a list of dicts of arguments, a Python expression evaluated in the notebook, '
@@ -314,7 +257,7 @@ class VastMagics(Magics):
         Running an edited cell again swaps the code on the running workers without
         restarting them, and returns once every worker has it.
         """
-        args = _parse(self.vast_remote, "%%vast_remote", line)
+        args = parse(self.vast_remote, "%%vast_remote", line)
         if args is None:
             return None
         app = self.current("%%vast_remote")
@@ -379,7 +322,7 @@ class VastMagics(Magics):
     # ================================================================ %%vast_run
     @no_var_expand
     @magic_arguments("%vast_run")
-    @_help
+    @help_argument
     @argument("--all", action="store_true", help="run on every worker, waiting for ones still starting (output labelled by worker)")
     @argument("--worker", metavar="ID", help="run on this worker (ids as in %%vast_status, e.g. w1)")
     @argument("--push", metavar="NAMES", action="append",
@@ -395,12 +338,12 @@ class VastMagics(Magics):
         cell. Remote functions reach the same namespace with
         ``vastnb.worker_namespace()``. Top-level ``await`` works.
         """
-        args = _parse(self.vast_run, "%%vast_run", line)
+        args = parse(self.vast_run, "%%vast_run", line)
         if args is None:
             return None
         if args.all and args.worker:
             raise UsageError("%%vast_run: give either --all or --worker ID, not both.")
-        push_names, pull = _names("--push", args.push), _names("--pull", args.pull)
+        push_names, pull = python_names("--push", args.push), python_names("--pull", args.pull)
         app = self.current("%%vast_run")
         cell_code = compile_cell(self.shell, "vast_run", line, cell, top_level_await=True)
         ns = self._ns
@@ -444,14 +387,14 @@ class VastMagics(Magics):
 
     # ================================================================ views and lifecycle
     @magic_arguments()
-    @_help
+    @help_argument
     @line_magic
     def vast_status(self, line: str) -> None:
         """Show the deployment: workers and their states, benchmark scores, the autoscaler.
 
         In Jupyter this is the live dashboard (``app.dashboard()``); elsewhere a text summary.
         """
-        if _parse(self.vast_status, "%vast_status", line) is None:
+        if parse(self.vast_status, "%vast_status", line) is None:
             return None
         app = self.current("%vast_status")
         from IPython.display import display
@@ -468,13 +411,13 @@ class VastMagics(Magics):
         return None
 
     @magic_arguments()
-    @_help
+    @help_argument
     @argument("worker", nargs="?", help="only this worker's log (default: every worker)")
     @argument("-n", "--lines", type=int, default=50, metavar="N", help="the last N lines of each log (0: all; default 50)")
     @line_magic
     def vast_logs(self, line: str) -> None:
         """Show the workers' logs (their own output outside calls: start-up, contexts, benchmark, errors)."""
-        args = _parse(self.vast_logs, "%vast_logs", line)
+        args = parse(self.vast_logs, "%vast_logs", line)
         if args is None:
             return None
         app = self.current("%vast_logs")
@@ -494,11 +437,11 @@ class VastMagics(Magics):
         return None
 
     @magic_arguments()
-    @_help
+    @help_argument
     @line_magic
     def vast_down(self, line: str) -> None:
         """Stop every worker of the deployment (contexts exit, GPUs are freed); calls still waiting fail."""
-        if _parse(self.vast_down, "%vast_down", line) is None:
+        if parse(self.vast_down, "%vast_down", line) is None:
             return None
         app = self.current("%vast_down")
         alive = sum(1 for w in app.snapshot().workers if w.state.alive)
@@ -507,19 +450,19 @@ class VastMagics(Magics):
         return None
 
     @magic_arguments()
-    @_help
+    @help_argument
     @argument("function", nargs="?", help="the remote function to benchmark (default: the deployment's benchmark function)")
     @line_magic
     def vast_benchmark(self, line: str) -> None:
         """Run the benchmark again on every ready worker and show their scores (workload units per second)."""
-        args = _parse(self.vast_benchmark, "%vast_benchmark", line)
+        args = parse(self.vast_benchmark, "%vast_benchmark", line)
         if args is None:
             return None
         app = self.current("%vast_benchmark")
-        name, spec = _benchmark_spec(app, args.function)
+        name, spec = benchmark_target(app, args.function)
         runtime = self._runtime(app, "%vast_benchmark")
         self._sync(app, "%vast_benchmark")
-        blob = _benchmark_blob(app, name, spec)
+        blob = benchmark_request(app, name, spec)
         try:
             scores = runtime.benchmark(blob).result()
         except Exception as exc:
@@ -535,11 +478,11 @@ class VastMagics(Magics):
         return None
 
     @magic_arguments()
-    @_help
+    @help_argument
     @line_magic
     def vast_gpus(self, line: str) -> Any:
         """Show the GPU picker for the deployment's image: choose the GPUs its workers may run on."""
-        if _parse(self.vast_gpus, "%vast_gpus", line) is None:
+        if parse(self.vast_gpus, "%vast_gpus", line) is None:
             return None
         app = self.current("%vast_gpus")
         image = app._image
@@ -552,20 +495,23 @@ class VastMagics(Magics):
         return picker(image, source=app)
 
     @magic_arguments()
-    @_help
-    @argument("path", nargs="?", help="the deployment file to write (default: the export module's)")
+    @help_argument
+    @argument("path", nargs="?", help="the deployment file to write, e.g. deploy.py (default: show it, write nothing)")
     @argument("--client", metavar="CLIENT_PATH", help="also write a client script that calls the deployment")
-    @argument("--check", action="store_true", help="check that the official vastai SDK accepts the file")
+    @argument("--check", action="store_true",
+              help="write nothing; report what would be exported and what the official wire cannot carry")
     @line_magic
-    def vast_export(self, line: str) -> Any:
+    def vast_export(self, line: str) -> None:
         """Export the notebook as a deployment file the official ``vastai`` SDK deploys unchanged.
 
         Reads the notebook file when the kernel knows it, else this session's
         cells (the last definition of each function or class wins).
         """
-        args = _parse(self.vast_export, "%vast_export", line)
+        args = parse(self.vast_export, "%vast_export", line)
         if args is None:
             return None
+        from IPython.display import display
+
         from ._export import history_cells, notebook_path
 
         export = _optional("vastnb.export", None, "%vast_export: the export module")
@@ -573,10 +519,19 @@ class VastMagics(Magics):
         source = notebook_path(self.shell)
         try:
             if source is not None:
-                return export.export_notebook(source, **options)
-            return export.export_cells(history_cells(self.shell), **options)
+                result = export.export_notebook(source, **options)
+            else:
+                app = self._app or self._ns.get(self._var)
+                name = app.name if isinstance(app, Deployment) else None
+                result = export.export_cells(history_cells(self.shell), name=name, origin="this session's cells", **options)
         except (ConfigurationError, SerializationError) as exc:
             raise UsageError(f"%vast_export: {exc}") from None
+        if result.written or args.check:
+            print(result.summary())
+        else:
+            display({"text/plain": f"{result.summary()}\n\n{result.module_source}",
+                     "text/markdown": result._repr_markdown_()}, raw=True)
+        return None
 
 
 # ==================================================================== helpers
@@ -641,40 +596,3 @@ def _renderers() -> tuple[Callable[..., str], Callable[..., str]]:
             continue
     render = _optional("vastnb.widgets", "render_html", "%vast_status: the dashboard")  # raises the clear message
     return render, render
-
-
-def _benchmark_spec(app: Deployment, name: str | None) -> tuple[str, Any]:
-    functions = app.functions
-    if name is None:
-        chosen = next(((n, rf) for n, rf in functions.items() if rf.options.has_benchmark), None)
-        if chosen is None:
-            raise UsageError(
-                f"%vast_benchmark: no remote function of deployment {app.name!r} has a benchmark; give one with "
-                "%%vast_remote --benchmark-dataset EXPR (or benchmark_dataset=... in @app.remote)."
-            )
-        return chosen
-    rf = functions.get(name)
-    if rf is None:
-        raise UsageError(
-            f"%vast_benchmark: {name!r} is not a remote function of deployment {app.name!r} "
-            f"(remote functions: {', '.join(sorted(functions)) or 'none'})."
-        )
-    if not rf.options.has_benchmark:
-        raise UsageError(
-            f"%vast_benchmark: `{name}` has no benchmark; give it one with %%vast_remote --benchmark-dataset EXPR "
-            "(or benchmark_dataset=... in @app.remote)."
-        )
-    return name, rf
-
-
-def _benchmark_blob(app: Deployment, name: str, rf: Any) -> bytes:
-    """The benchmark request for ``name``, built the way the deployment builds its own."""
-    import cloudpickle
-
-    from ..worker.core import BenchmarkSpec
-
-    o = rf.options
-    return cloudpickle.dumps(BenchmarkSpec(
-        fn_hash=app._specs[name].hash, dataset=o.benchmark_dataset, generator=o.benchmark_generator,
-        runs=o.benchmark_runs, parallel=o.allow_parallel_requests, workload_calculator=o.workload_calculator,
-    ))

@@ -116,8 +116,8 @@ class CellRun:
         except KeyboardInterrupt:
             for fut in futures:
                 fut.cancel()
-            where = "on " + ", ".join(self.targets) if self.targets else "on its worker"
-            print(f"vastnb: interrupted; the cell was cancelled {where}.", file=sys.stderr)
+            where = ", ".join(self.targets) if self.targets else "its worker"
+            print(f"vastnb: interrupted; cancelling the cell on {where}.", file=sys.stderr)
             raise
         results: dict[str, Any] = {}
         for i, fut in enumerate(futures):
@@ -176,7 +176,7 @@ def raise_failures(results: dict[str, Any]) -> None:
     first = next(iter(failures.values()))
     if isinstance(first, NameError) and str(first).startswith("--pull:"):
         raise UsageError(f"%%vast_run {first}") from None
-    if isinstance(first, LookupError) and str(first).startswith("worker "):
+    if type(first) is LookupError:  # the runtime's "worker … is not serving", raised here, not on a worker
         raise UsageError(f"%%vast_run: {first}") from None
     lines: list[str] = []
     for wid, exc in failures.items():

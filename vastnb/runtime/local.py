@@ -538,6 +538,8 @@ class LocalRuntime:
             handle.ready_at = time.time()
             handle.idle_since = time.monotonic()
             self.start_failures = 0
+            if self.state == "starting":
+                self.state = "running"
             self._publish_worker(handle)
             self._resolve_waiters()
             self._dispatch()
@@ -776,8 +778,13 @@ class LocalRuntime:
         try:
             self._send(handle, {**msg, "id": req_id})
             return await fut
+        except asyncio.CancelledError:
+            if handle.conn is not None and not handle.conn.closed:  # e.g. an interrupted %%vast_run cell
+                self._send(handle, {"op": "cancel", "id": 0, "target": req_id})
+            raise
         finally:
             handle.sinks.pop(req_id, None)
+            handle.replies.pop(req_id, None)
 
     async def _health_checks(self) -> None:
         now = time.monotonic()

@@ -188,7 +188,7 @@ def root(body: str) -> str:
     """The outer wrapper every view sits in: theme font, tabular digits, theme colour."""
     return (
         f'<div class="vastnb-view" style="font-family:{FONT};font-size:12.5px;line-height:1.45;color:{TEXT};'
-        f'font-variant-numeric:tabular-nums;max-width:1100px">{body}</div>'
+        f'font-variant-numeric:tabular-nums;white-space:normal;max-width:1100px;overflow-x:auto">{body}</div>'
     )
 
 
@@ -273,7 +273,7 @@ def table(
     for i, cells in enumerate(rows):
         rs = row_styles[i] if row_styles and i < len(row_styles) else ""
         tds = "".join(
-            f'<td style="text-align:{a};padding:4px 10px 4px 0;border-bottom:1px solid {BORDER};vertical-align:middle">{c}</td>'
+            f'<td style="text-align:{a};padding:4px 10px 4px 0;border-bottom:1px solid {BORDER};vertical-align:middle;white-space:nowrap">{c}</td>'
             for c, a in zip(cells, aligns)
         )
         body.append(f'<tr style="{rs}">{tds}</tr>')
@@ -414,7 +414,8 @@ def _time_ticks(t0: float, t1: float) -> list[tuple[float, str]]:
     k = 0
     while t1 - k * step >= t0 - 1e-9:
         t = t1 - k * step
-        ticks.append((t, "now" if k == 0 else f"−{fmt_seconds(k * step).replace('m 00s', 'm')}"))
+        ago = k * step
+        ticks.append((t, "now" if k == 0 else f"−{ago} s" if ago < 60 else f"−{fmt_seconds(ago).replace('m 00s', 'm')}"))
         k += 1
     return ticks
 

@@ -91,6 +91,11 @@ def _pending_phase(w: WorkerSnapshot, now: float) -> tuple[str, float] | None:
     return (w.state.value, elapsed) if elapsed > 0.05 else None
 
 
+def _gpu_model(gpu: str | None) -> str:
+    """``"RTX_4090 #0"`` → ``"RTX_4090"``; ``None`` → ``"CPU"``."""
+    return gpu.split(" #")[0] if gpu else "CPU"
+
+
 def _cost(snapshot: DeploymentSnapshot) -> float | None:
     prices = [w.price_per_hour for w in snapshot.workers if w.state.alive and w.price_per_hour is not None]
     return sum(prices) if prices else None
@@ -169,7 +174,7 @@ def workers_html(snapshot: DeploymentSnapshot, now: float | None = None, max_sto
         err = ""
         if w.error:
             line = _error_line(w.error)
-            short = line if len(line) <= 48 else line[:47] + "…"
+            short = line if len(line) <= 40 else line[:39] + "…"
             err = f'<span style="color:{h.DANGER}" title="{h.esc(line)}">{h.esc(short)}</span>'
         pid = f"pid {w.pid}" if w.pid else ""
         rows.append(
@@ -221,14 +226,14 @@ def coldstart_html(snapshot: DeploymentSnapshot, now: float | None = None, max_s
     workers, _ = _visible_workers(snapshot, max_stopped)
     workers = [w for w in workers if w.phases or _pending_phase(w, t)]
     if not workers:
-        return h.panel(h.empty("No worker has started yet."), title="Cold start", min_width=380)
+        return h.panel(h.empty("No worker has started yet."), title="Cold start", min_width=360)
     colors = _phase_colors(workers)
     pend = {w.id: _pending_phase(w, t) for w in workers}
     totals = {w.id: sum(s for _, s in w.phases) + (pend[w.id] or ("", 0.0))[1] for w in workers}
     scale = max(totals.values()) or 1.0
     rows = []
     for w in workers:
-        bar = h.stacked_hbar([(n, s, colors[n]) for n, s in w.phases], scale, width=280, pending=pend[w.id])
+        bar = h.stacked_hbar([(n, s, colors[n]) for n, s in w.phases], scale, width=250, pending=pend[w.id])
         total = h.fmt_seconds(totals[w.id])
         rows.append(
             f'<tr><td style="padding:3px 10px 3px 0;font-weight:600;white-space:nowrap">{h.esc(w.id)}</td>'
@@ -238,7 +243,7 @@ def coldstart_html(snapshot: DeploymentSnapshot, now: float | None = None, max_s
         )
     legend = h.legend([(h.esc(n), c) for n, c in colors.items()])
     body = legend + h.simple_table(rows)
-    return h.panel(body, title="Cold start", min_width=380)
+    return h.panel(body, title="Cold start", min_width=360)
 
 
 def benchmarks_html(snapshot: DeploymentSnapshot, max_stopped: int = 5) -> str:
@@ -246,29 +251,29 @@ def benchmarks_html(snapshot: DeploymentSnapshot, max_stopped: int = 5) -> str:
     workers, _ = _visible_workers(snapshot, max_stopped)
     workers = [w for w in workers if w.benchmark_runs or w.perf_score is not None or w.state is WorkerState.BENCHMARKING]
     if not workers:
-        return h.panel(h.empty("No benchmark has run yet."), title="Benchmarks", min_width=380)
+        return h.panel(h.empty("No benchmark has run yet."), title="Benchmarks", min_width=360)
     top = max([v for w in workers for v in w.benchmark_runs] + [w.perf_score or 0.0 for w in workers] + [1e-9])
     rows = []
     for w in workers:
         runs = list(w.benchmark_runs)
         best = runs.index(max(runs)) if runs else None
         color = h.STATE_COLORS["benchmarking"] if w.state is WorkerState.BENCHMARKING else h.ACCENT
-        spark = h.spark_bars(runs, max(runs, default=0.0), color=color, highlight=best, width=120, height=20)
+        spark = h.spark_bars(runs, max(runs, default=0.0), color=color, highlight=best, width=90, height=18)
         if w.perf_score is not None:
             score = (
-                f'<div style="display:flex;align-items:center;gap:8px">{h.hbar(w.perf_score, top, h.STATE_COLORS["ready"], width=130, title=h.fmt_rate(w.perf_score))}'
+                f'<div style="display:flex;align-items:center;gap:8px">{h.hbar(w.perf_score, top, h.STATE_COLORS["ready"], width=90, title=h.fmt_rate(w.perf_score))}'
                 f"<b>{h.fmt_rate(w.perf_score)}</b></div>"
             )
         else:
             score = f'<span style="color:{h.FAINT}">running…</span>' if w.state is WorkerState.BENCHMARKING else ""
         rows.append(
             f'<tr><td style="padding:3px 10px 3px 0;font-weight:600;white-space:nowrap">{h.esc(w.id)}</td>'
-            f'<td style="padding:3px 10px 3px 0;color:{h.MUTED};white-space:nowrap">{h.esc(w.gpu or "CPU")}</td>'
+            f'<td style="padding:3px 10px 3px 0;color:{h.MUTED};white-space:nowrap" title="{h.esc(w.gpu or "CPU")}">{h.esc(_gpu_model(w.gpu))}</td>'
             f'<td style="padding:3px 6px 3px 0">{spark}</td>'
             f'<td style="padding:3px 12px 3px 0;color:{h.FAINT};font-size:11px;white-space:nowrap">{len(runs)} run{"s" if len(runs) != 1 else ""}</td>'
             f'<td style="padding:3px 0">{score}</td></tr>'
         )
-    return h.panel(h.simple_table(rows), title="Benchmarks", note="runs · score", min_width=380)
+    return h.panel(h.simple_table(rows), title="Benchmarks", note="runs · score", min_width=360)
 
 
 def _window(now: float, first: float | None) -> tuple[float, float]:
@@ -547,7 +552,7 @@ class Dashboard:
         from IPython.display import display
 
         handle = display(self._repr_mimebundle_(), raw=True, display_id=True)
-        if handle is not None and not self.closed:
+        if handle is not None and not self.closed and h.widget_frontend():
             self._displays.append(handle)
 
     # -- the widget --

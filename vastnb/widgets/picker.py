@@ -91,8 +91,9 @@ class GpuPicker:
         self.source = source
         self.offers_provider = offers
         self.var = var
-        self.local = _gpus.local_gpus() if local is None else list(local)
-        self.local_reason: str | None = getattr(self.local, "reason", None)
+        found = _gpus.local_gpus() if local is None else local
+        self.local: list[_gpus.LocalGpu] = list(found)
+        self.local_reason: str | None = getattr(found, "reason", None)
         self.status = ""  # what the last apply() said
         self.offers: list[Any] | None = None  # the last search's offers (None before one)
         self.offers_error: str | None = None
@@ -118,23 +119,23 @@ class GpuPicker:
         self.model_lists: dict[str, ipywidgets.SelectMultiple] = {}
         columns = []
         for segment in SEGMENTS:
-            sel = w.SelectMultiple(options=self._options(segment, ""), rows=9, layout=w.Layout(width="100%"))
+            sel = w.SelectMultiple(options=self._options(segment, ""), rows=7, layout=w.Layout(width="100%"))
             sel.observe(self._on_models(segment), names="value")
             self.model_lists[segment] = sel
             head = w.HTML(f'<div style="font-size:11px;font-weight:600;letter-spacing:.05em;text-transform:uppercase;color:{h.MUTED}">{h.esc(segment)}</div>')
             columns.append(w.VBox([head, sel], layout=w.Layout(min_width="0")))
-        self._grid = w.GridBox(columns, layout=w.Layout(grid_template_columns="repeat(auto-fill, minmax(235px, 1fr))", grid_gap="4px 12px", width="100%"))
+        self._grid = w.GridBox(columns, layout=w.Layout(grid_template_columns="repeat(auto-fill, minmax(300px, 1fr))", grid_gap="6px 16px", width="100%"))
         self._chips = w.HTML(layout=w.Layout(flex="1 1 auto"))
         self._clear = w.Button(description="Clear", icon="times", layout=w.Layout(width="80px"), tooltip="Deselect every model")
         self._clear.on_click(lambda _: self.select())
         style = {"description_width": "110px"}
-        lay = w.Layout(width="360px")
+        lay = w.Layout(width="380px")
 
         def slider(desc: str, steps: Sequence[Any], fmt: Callable[[Any], str]) -> ipywidgets.SelectionSlider:
             return w.SelectionSlider(options=[(fmt(v), v) for v in steps], value=steps[0], description=desc, style=style, layout=lay, continuous_update=False)
 
         self.min_gpu_ram = slider("GPU memory ≥", MEMORY_STEPS, lambda v: "any" if not v else f"{v} GB")
-        self.num_gpus = w.ToggleButtons(options=[("any" if not v else str(v), v) for v in GPU_COUNTS], value=0, description="GPUs", style={**style, "button_width": "46px"})
+        self.num_gpus = slider("GPUs per worker", GPU_COUNTS, lambda v: "any" if not v else str(v))
         self.max_price = slider("max $/hour", PRICE_STEPS, lambda v: "any" if not v else f"${v:g}")
         self.min_reliability = slider("reliability ≥", RELIABILITY_STEPS, lambda v: "any" if not v else f"{v:g}")
         self.min_cpu_cores = slider("CPU cores ≥", CPU_STEPS, lambda v: "any" if not v else str(v))
@@ -152,7 +153,7 @@ class GpuPicker:
         )
         settings = w.GridBox(
             [self.min_gpu_ram, self.num_gpus, self.max_price, self.min_reliability, self.min_cpu_cores, self.min_disk],
-            layout=w.Layout(grid_template_columns="repeat(auto-fill, minmax(370px, 1fr))", grid_gap="2px 12px", width="100%", margin="6px 0"),
+            layout=w.Layout(grid_template_columns="repeat(auto-fill, minmax(400px, 1fr))", grid_gap="2px 16px", width="100%", margin="8px 0 4px 0"),
         )
         self.widget = w.VBox(
             [title, w.HBox([self._filter, self._chips, self._clear], layout=w.Layout(align_items="center", width="100%")),
@@ -420,23 +421,24 @@ class GpuPicker:
         """The picker's outputs as HTML: code, query string, local GPUs, offers, price-performance."""
         code = self.code
         codebox = (
-            f'<pre style="font-family:{h.MONO};font-size:12px;margin:2px 0 0 0;padding:7px 10px;border-radius:4px;'
-            f'background:{h.rgba("#64748b", 0.09)};white-space:pre-wrap">'
+            f'<pre style="font-family:{h.MONO};font-size:12px;line-height:1.5;margin:2px 0 0 0;padding:7px 10px;border-radius:4px;'
+            f'background:{h.rgba("#64748b", 0.09)};white-space:pre;overflow-x:auto">'
             + (f'<span style="color:{h.FAINT}">{h.esc(self.imports)}</span>\n{h.esc(code)}' if code else f'<span style="color:{h.FAINT}"># any GPU: the picker adds no requirement</span>')
             + "</pre>"
         )
-        left = h.panel(codebox, title="Python", sub=True)
-        left += h.panel(f'<code style="font-family:{h.MONO};font-size:12px">{h.esc(self.query_string)}</code>', title="Vast query", sub=True)
+        body = h.panel(codebox, title="Python", sub=True)
+        query = f'<code style="font-family:{h.MONO};font-size:12px">{h.esc(self.query_string)}</code>'
         req = getattr(self.image, "requirement", None)
         if req is not None:
             try:
-                left += f'<div style="color:{h.FAINT};font-size:11.5px">{h.esc(self.var)} requires now: <code>{h.esc(req.unparse_query())}</code></div>'
+                query += f'<div style="color:{h.FAINT};font-size:11.5px">{h.esc(self.var)} requires now: <code>{h.esc(req.unparse_query())}</code></div>'
             except Exception:
                 pass
-        right = h.panel(self._local_html(), title="This machine", sub=True)
+        body += h.panel(query, title="Vast query", sub=True)
+        panels = [h.panel(self._local_html(), title="This machine", sub=True, min_width=340)]
         if self.offers_provider is not None:
-            right += h.panel(self._offers_html(), title="Vast offers", sub=True)
-        body = h.row(f'<div style="flex:1 1 420px;min-width:360px">{left}</div>', f'<div style="flex:1 1 320px;min-width:300px">{right}</div>')
+            panels.append(h.panel(self._offers_html(), title="Vast offers", sub=True, min_width=280))
+        body += h.row(*panels)
         measured = self.measured()
         if measured:
             top = max(r["per_dollar"] or 0.0 for r in measured) or 1.0

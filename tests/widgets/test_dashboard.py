@@ -1,0 +1,209 @@
+"""The dashboard: its renderings of a scripted deployment, and the live widget's redraw behaviour."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from vastnb.events import DeploymentSnapshot, EventKind, WorkerSnapshot, WorkerState
+from vastnb.widgets import Dashboard, dashboard, render_html, render_text
+
+from .conftest import wait_until
+from .scripted import ScriptedSource, play_demo
+
+
+def played() -> ScriptedSource:
+    src = ScriptedSource("demo")
+    play_demo(src, step=0.0)
+    return src
+
+
+def test_text_shows_workers_states_scores_and_decisions() -> None:
+    text = render_text(played().snapshot())
+    lines = text.splitlines()
+    assert lines[0] == "demo (local) · running · code 8c1d2e3"
+    assert lines[1].startswith("  3 workers: 1 loading, 1 ready, 1 busy, 1 error · capacity 7,451/s · load 980/s · calls 1,571 · $2.97/h")
+    w0 = next(line for line in lines if line.startswith("  w-0 "))
+    assert w0.split()[:5] == ["w-0", "RTX_4090", "#0", "ready", "1,840/s"]
+    assert "3f9a1c0 (old)" in w0 and "1,260" in w0
+    w1 = next(line for line in lines if line.startswith("  w-1 "))
+    assert w1.split()[:9] == ["w-1", "H100_SXM", "#1", "busy", "5,611/s", "900", "1", "8c1d2e3", "1m"]
+    w2 = next(line for line in lines if line.startswith("  w-2 "))
+    assert "error" in w2 and "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB" in w2
+    assert "  w-0   26.3 s  process start 1.4 s · installs 8.2 s · context Model 12.6 s · benchmark 4.1 s" in lines
+    assert any(line.startswith("  w-1  ") and "10 runs  score 5,611/s" in line for line in lines)
+    assert "  load 980/s of capacity 7,451/s (13% used, target 90%)" in lines
+    assert "  queue time 80.0 ms (target 2.0 s) · target 2 workers of max 4" in lines
+    decisions = [line for line in lines if " → " in line]
+    assert [d.split("  ")[2] for d in decisions] == ["2 → 2", "1 → 3", "0 → 1"]  # newest first
+    assert decisions[1].endswith("load 1,702/s is 93% of capacity 1,840/s, above target_util 90%")
+
+
+def test_html_shows_every_section() -> None:
+    html = render_html(played().snapshot())
+    for expected in (
+        ">demo<", ">running<", "Workers", "RTX_4090 #0", "H100_SXM #1", "1,840/s", "5,611/s", ">busy<", ">error<",
+        "Errors", "<details", "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB", "Cold start",
+        "context Model: 12.6 s", "Benchmarks", "run 3: 1,840/s", "Autoscaling", "Workers by state", "<polygon",
+        "1 → 3", "above target_util 90%", "$2.97/h", "runs older code",
+    ):
+        assert expected in html, expected
+    assert "<script" not in html and "<style" not in html  # inline styles and SVG only
+
+
+def test_html_escapes_what_workers_report() -> None:
+    src = ScriptedSource("<b>name</b>")
+    src.worker("<img src=x onerror=alert(1)>", state=WorkerState.ERROR, error="ValueError: <script>alert(1)</script>")
+    src.decide(0, 1, "because <b>")
+    html = render_html(src.snapshot())
+    assert "<img" not in html and "<script>" not in html and "because <b>" not in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html and "ValueError: &lt;script&gt;" in html
+
+
+def test_empty_deployment() -> None:
+    snap = DeploymentSnapshot(name="empty", backend="local", state="declared")
+    html = render_html(snap)
+    assert "No workers yet." in html and "No scaling decision yet." in html and "No history yet." in html
+    assert render_text(snap).splitlines()[:5] == [
+        "empty (local) · declared", "  0 workers · capacity 0/s · load 0/s · calls 0", "", "Workers", "  no workers yet",
+    ]
+
+
+def test_stopped_workers_are_capped_and_counted() -> None:
+    now = 1000.0
+    workers = [WorkerSnapshot(id=f"old-{i}", state=WorkerState.STOPPED, started_at=i, stopped_at=100 + i) for i in range(8)]
+    workers.append(WorkerSnapshot(id="live", state=WorkerState.READY, started_at=500.0, perf_score=10.0))
+    snap = DeploymentSnapshot(name="d", backend="local", state="running", workers=tuple(workers), time=now)
+    text = render_text(snap, max_stopped=3)
+    assert "Workers (+5 stopped earlier)" in text
+    table = text.split("Workers (+5 stopped earlier)\n")[1].split("\n\n")[0].splitlines()[1:]
+    shown = [line.split()[0] for line in table]
+    assert shown == ["live", "old-5", "old-6", "old-7"]
+    assert "+5 stopped earlier" in render_html(snap, max_stopped=3)
+
+
+def test_starting_worker_shows_its_unfinished_phase() -> None:
+    w = WorkerSnapshot(id="w", state=WorkerState.LOADING, started_at=100.0, phases=(("process start", 2.0),))
+    snap = DeploymentSnapshot(name="d", backend="local", state="starting", workers=(w,), time=110.0)
+    assert "  w   10.0 s  process start 2.0 s · loading 8.0 s so far" in render_text(snap).splitlines()
+    assert "loading: 8.0 s so far" in render_html(snap)
+
+
+def test_widget_redraws_from_events_with_a_rate_limit(source: ScriptedSource) -> None:
+    dash = Dashboard(source, min_interval=0.1)
+    widget = dash.widget
+    assert dash.redraws == 1  # drawn once when built
+    assert len(widget.children) == 5
+
+    def burst() -> None:
+        for i in range(1000):
+            source.worker("w-0", state=WorkerState.BUSY, calls_done=i + 1, gpu="RTX_4090 #0")
+
+    started = time.monotonic()
+    publisher = threading.Thread(target=burst)
+    publisher.start()
+    publisher.join()
+    burst_time = time.monotonic() - started
+    assert burst_time < 0.5, f"1,000 events took {burst_time:.2f} s: the dashboard slowed the publisher down"
+    wait_until(lambda: "1,000" in dash._sections["workers"].value, what="the final calls count")
+    time.sleep(0.3)  # let any late redraw happen before counting
+    # initial + at most one per 0.1 s during the burst + the trailing one
+    assert dash.redraws <= 3 + int(burst_time / 0.1), dash.redraws
+    assert ">busy<" in dash._sections["workers"].value
+    dash.close()
+
+
+def test_publisher_never_waits_for_a_slow_snapshot(source: ScriptedSource) -> None:
+    slow = threading.Event()
+    original = source.snapshot
+
+    def snapshot() -> DeploymentSnapshot:
+        if slow.is_set():
+            time.sleep(0.3)
+        return original()
+
+    source.snapshot = snapshot  # type: ignore[method-assign]
+    dash = Dashboard(source)
+    dash.widget
+    slow.set()
+    started = time.monotonic()
+    for i in range(50):
+        source.worker("w-0", calls_done=i)
+    assert time.monotonic() - started < 0.2
+    dash.close()
+
+
+def test_shutdown_draws_the_final_state_and_unsubscribes(source: ScriptedSource) -> None:
+    play_demo(source, step=0.0)
+    dash = Dashboard(source)
+    dash.widget
+    assert len(source.events._subscribers) == 1
+    source.shutdown()
+    wait_until(lambda: dash.closed, what="the dashboard to close")
+    assert source.events._subscribers == []
+    header = dash._sections["header"].value
+    assert ">shut down<" in header
+    assert "stopped" in dash._sections["workers"].value
+    redraws = dash.redraws
+    source.worker("w-9")  # after shutdown nothing redraws
+    time.sleep(0.2)
+    assert dash.redraws == redraws
+
+
+def test_ticks_refresh_uptime_while_running(source: ScriptedSource) -> None:
+    source.state = "running"
+    source.worker("w-0", state=WorkerState.READY)
+    dash = Dashboard(source, tick=0.05)
+    dash.widget
+    before = dash.redraws
+    time.sleep(0.5)
+    assert dash.redraws >= before + 2
+    dash.close()
+    assert dash.closed
+
+
+def test_errors_section_is_hidden_without_errors(source: ScriptedSource) -> None:
+    source.worker("w-0", state=WorkerState.READY)
+    dash = Dashboard(source)
+    dash.widget
+    assert dash._sections["errors"].layout.display == "none"
+    source.worker("w-0", state=WorkerState.ERROR, error="Traceback ...\nKeyError: 'x'")
+    wait_until(lambda: dash._sections["errors"].layout.display is None, what="the errors section")
+    assert "KeyError: &#x27;x&#x27;" in dash._sections["errors"].value
+    dash.close()
+
+
+def test_text_and_html_fallbacks(source: ScriptedSource) -> None:
+    play_demo(source, step=0.0)
+    dash = Dashboard(source)
+    assert repr(dash) == dash.to_text() == render_text(source.snapshot(), now=None)[: len(dash.to_text())]
+    assert dash._repr_html_().startswith('<div class="vastnb-view"')
+    bundle = dash._repr_mimebundle_()
+    assert set(bundle) == {"text/plain", "text/html"}  # no kernel: no widget view
+    assert bundle["text/plain"].startswith("demo (local) · running")
+    assert dash._throttle is None  # nothing started without a widget
+
+
+def test_mimebundle_has_the_widget_view_in_a_kernel(source: ScriptedSource, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dashboard.h, "widget_frontend", lambda: True)
+    dash = Dashboard(source)
+    bundle = dash._repr_mimebundle_()
+    assert set(bundle) == {"text/plain", "text/html", "application/vnd.jupyter.widget-view+json"}
+    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == dash.widget.model_id
+    dash.close()
+    assert set(dash._repr_mimebundle_()) == {"text/plain", "text/html"}  # a closed dashboard is static
+
+
+def test_log_events_do_not_redraw(source: ScriptedSource) -> None:
+    from vastnb.events import Event
+
+    dash = Dashboard(source)
+    dash.widget
+    before = dash.redraws
+    for _ in range(20):
+        source.events.publish(Event(EventKind.LOG, time.time(), data={"line": "hello"}))
+    time.sleep(0.2)
+    assert dash.redraws == before
+    dash.close()
