@@ -520,3 +520,24 @@ def test_python_dash_m_vastnb(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert out.read_text() == SMALL_MODULE
+
+
+def test_odd_shapes_still_make_a_clean_module():
+    result = export_cells([
+        "import vastnb, functools\nfrom vastnb import Deployment as D\nfrom vastnb.query import gpu_ram\n"
+        'app = D("odd", ttl=600)\napp.image("i", 5).require(gpu_ram >= 1).pip_install("x")\n'
+        "app.configure_autoscaling(\n    max_workers=3,\n    cold_workers=1)",
+        Cell("%%vast_run\nx = 1", ("vast-export",)),
+        "@functools.lru_cache\ndef deco(v):\n    return v\n\n"
+        '@app.remote(benchmark_dataset=[\n    {"x": 1},\n], allow_parallel_requests=True)\n'
+        "async def g(x): return deco(x)",
+    ])
+    src = result.module_source
+    assert "import functools\n" in src and "import vastnb" not in src
+    assert 'app = Deployment(name="odd", ttl=600)\n' in src
+    assert 'app.image("i", storage=5).require(gpu_ram >= 1_000).pip_install("x")  # MB:' in src
+    assert "app.configure_autoscaling(max_workers=3, cold_workers=1)  #!VAST_IGNORE_CHANGES\n" in src
+    assert ('@app.remote(\n    benchmark_dataset=[\n        {"x": 1},\n    ],\n'
+            "    **_serve_only(allow_parallel_requests=True),\n)\nasync def g(x): return deco(x)\n") in src
+    assert result.warnings == ["cell 2 is tagged vast-export but is a %%vast_run cell, whose code runs elsewhere; "
+                               "the export leaves it out. Move the code to a plain cell."]

@@ -134,7 +134,7 @@ class OfficialWorker:
         self.name = name
         self.port = port or _free_port()
         self._own_workdir = workdir is None
-        self.workdir = os.fspath(workdir) if workdir is not None else tempfile.mkdtemp(prefix="vastnb-official-")
+        self.workdir: str | None = os.fspath(workdir) if workdir is not None else None  # made by start()
         self.extra_env = dict(extra_env or {})
         self.startup_timeout = startup_timeout
         self.call_timeout = call_timeout
@@ -144,7 +144,7 @@ class OfficialWorker:
         self.perf_score: float | None = None
         self.average_perf: float | None = None
         self._state = _State.NEW
-        self._log_path = os.path.join(self.workdir, "worker.log")
+        self._log_path: str | None = None
         self._final_log: str | None = None
         self._client: httpx.Client | None = None
         self._lock = threading.Lock()
@@ -163,6 +163,8 @@ class OfficialWorker:
         """Everything the worker printed and logged so far (stdout and stderr)."""
         if self._final_log is not None:
             return self._final_log
+        if self._log_path is None:
+            return ""
         try:
             with open(self._log_path, encoding="utf-8", errors="replace") as f:
                 return f.read()
@@ -180,6 +182,10 @@ class OfficialWorker:
         from vastai.serverless.remote.utils import create_deployment_tarball
 
         self._state = _State.STARTING
+        if self.workdir is None:
+            self.workdir = tempfile.mkdtemp(prefix="vastnb-official-")
+        os.makedirs(self.workdir, exist_ok=True)
+        self._log_path = os.path.join(self.workdir, "worker.log")
         module_dir = os.path.join(self.workdir, "module")
         run_dir = os.path.join(self.workdir, "worker")
         os.makedirs(module_dir, exist_ok=True)
@@ -274,7 +280,7 @@ class OfficialWorker:
                 self._final_log = self.log
             self._state = _State.STOPPED
             _LIVE.discard(self)
-            if self._own_workdir:
+            if self._own_workdir and self.workdir is not None:
                 shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> "OfficialWorker":

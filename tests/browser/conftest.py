@@ -69,9 +69,9 @@ def chromium_executable() -> str:
         return found
     pytest.fail(
         "The browser tests need Chromium, which is not installed (looked for "
-        f"{', '.join(CHROMIUM_CANDIDATES)} and `chromium` on PATH). Run the test command from the README, "
-        "which installs it (`apt-get update && apt-get install -y chromium`), or set VASTNB_CHROMIUM to a "
-        "Chromium binary.",
+        f"{', '.join(CHROMIUM_CANDIDATES)} and `chromium` on PATH). Run the README's test command, "
+        "./scripts/test, which installs it (Debian's chromium package: apt-get install -y chromium), "
+        "or set VASTNB_CHROMIUM to a Chromium binary.",
         pytrace=False,
     )
 
@@ -187,6 +187,9 @@ def jupyter_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterLab
 def browser_context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     executable = chromium_executable()
     from playwright.sync_api import sync_playwright
+
+    for old in ARTIFACTS.glob("*.png"):  # screenshots are from this run only
+        old.unlink()
 
     profile = tmp_path_factory.mktemp("chromium-profile")
     with sync_playwright() as p:
@@ -310,14 +313,15 @@ class LabPage:
 
     # -- artifacts --
 
-    def screenshot(self, label: str, selector: str | None = None) -> Path:
-        """Save a screenshot (of the viewport, or of the first element matching ``selector``) under test-artifacts/browser/."""
+    def screenshot(self, label: str, selector: str | Any = None) -> Path:
+        """Save a screenshot under test-artifacts/browser/: of the viewport, or of the first element
+        matching ``selector`` (a CSS selector or a playwright Locator), the viewport grown to fit it."""
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         path = ARTIFACTS / f"{self.name}-{label}.png"
         if selector is None:
             self.page.screenshot(path=str(path))
         else:  # grow the viewport so the whole element fits, then restore it
-            loc = self.page.locator(selector).first
+            loc = (self.page.locator(selector) if isinstance(selector, str) else selector).first
             loc.scroll_into_view_if_needed()
             size = self.page.viewport_size or {"width": 1280, "height": 1000}
             box = loc.bounding_box()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from . import conftest
 from .conftest import JupyterLab, LabPage
 
 HERE = Path(__file__).resolve().parent
@@ -41,4 +44,18 @@ def test_widgets_render_and_update_in_jupyterlab(jupyter_lab: JupyterLab, lab: L
     lab.run_cell("demo.join(); src.shutdown(); time.sleep(0.5)")
     static = lab.wait_for_text("shut down", ".jp-OutputArea-output .vastnb-view", timeout=30)
     assert "w-1" in static.inner_text()
-    lab.screenshot("final")
+    assert lab.page.locator(".vastnb-dashboard").count() == 0  # the live widget was swapped for static HTML
+    lab.screenshot("dashboard-final", static)
+
+
+def test_missing_chromium_fails_with_the_command_that_installs_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(conftest, "CHROMIUM_CANDIDATES", ("/nonexistent/chromium",))
+    monkeypatch.delenv("VASTNB_CHROMIUM", raising=False)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(pytest.fail.Exception) as info:
+        conftest.chromium_executable()
+    assert str(info.value) == (
+        "The browser tests need Chromium, which is not installed (looked for /nonexistent/chromium and `chromium` "
+        "on PATH). Run the README's test command, ./scripts/test, which installs it (Debian's chromium package: "
+        "apt-get install -y chromium), or set VASTNB_CHROMIUM to a Chromium binary."
+    )

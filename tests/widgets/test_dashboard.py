@@ -207,3 +207,40 @@ def test_log_events_do_not_redraw(source: ScriptedSource) -> None:
     time.sleep(0.2)
     assert dash.redraws == before
     dash.close()
+
+
+def test_long_histories_stay_small() -> None:
+    now = 10_000.0
+    history = tuple((now - 300 + i * 0.05, {"ready": 1 + i % 3}) for i in range(6000))
+    snap = DeploymentSnapshot(name="d", backend="local", state="running", history=history, time=now)
+    samples = [(now - 300 + i * 0.1, 10.0, 20.0, 0.9, 0.1, None) for i in range(3000)]
+    html = render_html(snap, samples=samples)
+    assert len(html) < 400_000
+    assert html.count("<polygon") >= 1
+
+
+def test_the_dashboard_keeps_at_most_two_points_a_second(source: ScriptedSource) -> None:
+    dash = Dashboard(source, min_interval=0.01)
+    dash.widget
+    for i in range(30):
+        source.autoscale(load=float(i))
+        time.sleep(0.02)
+    time.sleep(0.1)
+    assert len(dash._samples) <= 4
+    assert dash._samples[-1][1] == 29.0  # the latest figures are kept
+    dash.close()
+
+
+def test_a_restarted_deployment_gets_a_new_live_view(source: ScriptedSource) -> None:
+    dash = Dashboard(source)
+    first = dash.widget
+    source.shutdown()
+    wait_until(lambda: dash.closed, what="the dashboard to close")
+    assert dash.widget is first  # still shut down: the final view stays
+    source.state = "running"
+    second = dash.widget
+    assert second is not first and not dash.closed
+    source.worker("w-7", state=WorkerState.READY)
+    wait_until(lambda: "w-7" in dash._sections["workers"].value, what="the new view to follow the source")
+    assert "w-7" not in first.children[1].value
+    dash.close()

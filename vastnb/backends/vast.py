@@ -166,6 +166,8 @@ class VastBackend:
             max_queue_time=max((f.max_queue_time for f in self.functions.values()), default=30.0))
         result = await self.sdk.deploy(module, image, autoscaling=self._autoscaling(), packages=SHIPPED_PACKAGES)
         self.deploy_result = result
+        if result.uploaded:  # workers start from this upload, so they have these functions already
+            self.channel.confirmed |= {f.hash for f in self.functions.values()}
         await self.sdk.routing_endpoint()
         self._background.append(asyncio.create_task(self._poll_loop()))
         ttl = getattr(self.app, "ttl", None)

@@ -324,8 +324,8 @@ class Deployment:
             runtime, self._runtime = self._runtime, None
             self._state = DeploymentState.SHUT_DOWN
         if runtime is not None:
-            runtime.shutdown()
             self._stopped_runtime = runtime  # views still show how the workers ended
+            runtime.shutdown()
 
     # ================================================================== code sync
     def _check_declarations(self) -> None:

@@ -302,6 +302,11 @@ def _classify(
         return unit
     if isinstance(node, (ast.Import, ast.ImportFrom)):
         unit.kind = Kind.IMPORT
+        if isinstance(node, ast.Import) and any(_is_vastnb_import(ast.Import(names=[a])) for a in node.names):
+            # `import vastnb, os`: keep the rest
+            others = [a for a in node.names if not _is_vastnb_import(ast.Import(names=[a]))]
+            st.text = ast.unparse(ast.Import(names=others))
+            unit.names = analyse(ast.Import(names=others))
         return unit
 
     magic = _line_magic(node)

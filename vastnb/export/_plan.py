@@ -37,12 +37,6 @@ class Plan:
     benchmark_added: str | None = None
     warnings: list[str] = field(default_factory=list)
 
-    def final(self, name: str) -> Unit | None:
-        for unit in [*self.remotes, *self.contexts]:
-            if unit.names.defs == frozenset({name}):
-                return unit
-        return None
-
 
 class _Resolver:
     def __init__(self, units: list[Unit], cells: list[ParsedCell]) -> None:
@@ -133,6 +127,9 @@ def make_plan(cells: list[ParsedCell], *, default_name: str) -> Plan:
             if pc.forced:
                 raise ExportError(f"cell {pc.number} is tagged vast-export but is not valid Python ({pc.error}).")
             warnings.append(f"cell {pc.number} is not valid Python ({pc.error}); the export leaves it out.")
+        if pc.forced and pc.magic and not exported_cell(pc):
+            warnings.append(f"cell {pc.number} is tagged vast-export but is a %%{pc.magic} cell, whose code runs "
+                            "elsewhere; the export leaves it out. Move the code to a plain cell.")
     aliases = Aliases()
     units = classify(cells, aliases, warnings)
     resolver = _Resolver(units, cells)

@@ -6,6 +6,7 @@ import ast
 import textwrap
 from dataclasses import dataclass
 
+from ._cells import Statement
 from ._model import BENCHMARK_OPTIONS, CLIENT_REMOTE_OPTIONS, OFFICIAL_IMAGE_METHODS, SERVE_ONLY_OPTIONS, Kind, Option, Unit
 from ._plan import Plan
 from ._wire import WireWarning
@@ -83,28 +84,22 @@ class _Renderer:
             var = img.base
             if img.target and img.target != img.base:
                 lines.append(f"{img.target} = {img.base}")
+        pending = ""  # the note of an unnamed chain goes at the end of its line
         for method, call in img.methods:
             if method not in OFFICIAL_IMAGE_METHODS:
-                text = f"{method}({self.args(st, call)})"
-                lines.append(f"# image.{text} left out: vastnb-only, the official Image has no {method}()")
+                lines.append(f"# image.{method}({self.args(st, call)[0]}) left out: vastnb-only, the official Image "
+                             f"has no {method}()")
                 self.warnings.append(f"image.{method}(...) ({unit.where}) is vastnb-only; the export leaves it out.")
                 continue
-            args, note = self.args(st, call, rewrite=method == "require"), self.unit_note
-            self.unit_note = ""
+            args, note = self.args(st, call, rewrite=method == "require")
             if var is not None:
                 lines.append(f"{var}.{method}({args})" + (f"  # {note}" if note else ""))
             else:
                 calls.append(f"{method}({args})")
-                if note:
-                    self.pending_note = note
+                pending = "; ".join(n for n in (pending, note) if n)
         if calls:
-            note = getattr(self, "pending_note", "")
-            self.pending_note = ""
-            lines.append(".".join(calls) + (f"  # {note}" if note else ""))
+            lines.append(".".join(calls) + (f"  # {pending}" if pending else ""))
         return lines
-
-    unit_note = ""
-    pending_note = ""
 
     def image_create(self, unit: Unit, call: ast.Call) -> str:
         st = unit.stmt
@@ -126,34 +121,28 @@ class _Renderer:
             )
         return f"{self.app}.image({source}, storage={storage})"
 
-    def args(self, st: object, call: ast.Call, *, rewrite: bool = False) -> str:
-        from ._cells import Statement
-
-        assert isinstance(st, Statement)
+    def args(self, st: Statement, call: ast.Call, *, rewrite: bool = False) -> tuple[str, str]:
+        """A call's arguments as source, and (for requirements) the note on rewritten units."""
         parts: list[str] = []
-        notes: list[str] = []
+        columns: list[str] = []
         for arg in call.args:
             inner = arg.value if isinstance(arg, ast.Starred) else arg
-            text = self.rewrite(st, inner, notes) if rewrite else st.segment(inner)
+            text = self.rewrite(st, inner, columns) if rewrite else st.segment(inner)
             parts.append(("*" if isinstance(arg, ast.Starred) else "") + text)
         for kw in call.keywords:
-            text = self.rewrite(st, kw.value, notes) if rewrite else st.segment(kw.value)
+            text = self.rewrite(st, kw.value, columns) if rewrite else st.segment(kw.value)
             parts.append(f"{kw.arg}={text}" if kw.arg else f"**{text}")
-        self.unit_note = _unit_note(notes)
-        return ", ".join(parts)
+        return ", ".join(parts), _unit_note(columns)
 
-    def rewrite(self, st: object, expr: ast.expr, notes: list[str]) -> str:
+    def rewrite(self, st: Statement, expr: ast.expr, columns: list[str]) -> str:
         """A requirement in the official Column's raw units, with ``vastnb.query.X`` imported as ``X``."""
-        from ._cells import Statement
-
-        assert isinstance(st, Statement)
         rewriter = _QueryRewriter(self.plan, self.factors)
         new = rewriter.visit(ast.parse(ast.unparse(expr), mode="eval").body)
         for alias, name in rewriter.imported.items():
             self.query_imports.setdefault(alias, name)
         if not rewriter.changed:
             return st.segment(expr)
-        notes.extend(rewriter.columns)
+        columns.extend(rewriter.columns)
         return ast.unparse(new)
 
     def autoscaling_line(self, unit: Unit) -> str:
@@ -161,10 +150,10 @@ class _Renderer:
         assert isinstance(node, ast.Expr)
         value = node.value.value if isinstance(node.value, ast.Await) else node.value
         assert isinstance(value, ast.Call)
-        args = self.args(unit.stmt, value)
-        if "\n" in args:
-            args = ", ".join(ast.unparse(a) for a in value.args) + ", ".join(
-                f"{k.arg}={ast.unparse(k.value)}" if k.arg else f"**{ast.unparse(k.value)}" for k in value.keywords)
+        args, _ = self.args(unit.stmt, value)
+        if "\n" in args:  # one line, so the #!VAST_IGNORE_CHANGES marker covers the whole call
+            call = ast.Call(func=ast.Name(id="f", ctx=ast.Load()), args=value.args, keywords=value.keywords)
+            args = ast.unparse(call)[2:-1]
         return f"{self.app}.configure_autoscaling({args})  #!VAST_IGNORE_CHANGES"
 
     def header(self) -> list[str]:
@@ -229,6 +218,7 @@ class _Renderer:
         lines = [f"{head}("]
         for code, comment in parts:
             if code:
+                code = code.replace("\n", "\n    ")  # a multi-line value moves one level in
                 lines.append(f"    {code}," + (f"  # {comment}" if comment else ""))
             else:
                 lines.append(f"    # {comment}")

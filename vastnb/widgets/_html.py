@@ -87,6 +87,10 @@ def fmt_num(x: float | None) -> str:
     if x == 0:
         return "0"
     a = abs(x)
+    if a >= 1e9:
+        return f"{x / 1e9:.3g}G"
+    if a >= 1e6:
+        return f"{x / 1e6:.3g}M"
     if a >= 100:
         return f"{x:,.0f}"
     if a >= 10:
@@ -192,9 +196,20 @@ def root(body: str) -> str:
     )
 
 
+# JupyterLab's rendered-HTML stylesheet right-aligns cells, stripes and highlights rows and centres
+# tables; inline styles (which outrank it) restore a plain layout in saved-notebook HTML too.
+_TABLE = "border-collapse:collapse;table-layout:auto;margin:0;background:transparent;border:none"
+_TR = "background:transparent;border:none"
+_CELL = "text-align:left;border:none;max-width:none;line-height:1.45;"
+
+
+def _neutral(html_rows: str) -> str:
+    return html_rows.replace("<tr>", f'<tr style="{_TR}">').replace('<td style="', f'<td style="{_CELL}')
+
+
 def simple_table(rows: Iterable[str]) -> str:
-    """A borderless layout table around pre-built ``<tr>`` rows."""
-    return f'<table style="border-collapse:collapse;font-size:12.5px;margin:0;background:transparent">{"".join(rows)}</table>'
+    """A borderless layout table around pre-built ``<tr><td style="…">`` rows."""
+    return f'<table style="{_TABLE};font-size:12.5px">{_neutral("".join(rows))}</table>'
 
 
 def empty(text: str) -> str:
@@ -266,20 +281,20 @@ def table(
     aligns = [al.get(align[i] if i < len(align) else "l", "left") for i in range(len(headers))]
     th = "".join(
         f'<th style="text-align:{a};font-weight:500;font-size:11px;color:{FAINT};padding:3px 10px 4px 0;'
-        f'border-bottom:1px solid {BORDER};white-space:nowrap">{esc(h)}</th>'
+        f'border:none;border-bottom:1px solid {BORDER};white-space:nowrap">{esc(h)}</th>'
         for h, a in zip(headers, aligns)
     )
     body = []
     for i, cells in enumerate(rows):
         rs = row_styles[i] if row_styles and i < len(row_styles) else ""
         tds = "".join(
-            f'<td style="text-align:{a};padding:4px 10px 4px 0;border-bottom:1px solid {BORDER};vertical-align:middle;white-space:nowrap">{c}</td>'
+            f'<td style="text-align:{a};padding:4px 10px 4px 0;border:none;border-bottom:1px solid {BORDER};vertical-align:middle;white-space:nowrap;max-width:none">{c}</td>'
             for c, a in zip(cells, aligns)
         )
-        body.append(f'<tr style="{rs}">{tds}</tr>')
+        body.append(f'<tr style="{_TR};{rs}">{tds}</tr>')
     return (
-        f'<table style="border-collapse:collapse;width:auto;min-width:60%;font-size:12.5px;margin:0;'
-        f'background:transparent"><thead><tr>{th}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+        f'<table style="{_TABLE};width:auto;min-width:60%;font-size:12.5px">'
+        f'<thead><tr style="{_TR}">{th}</tr></thead><tbody>{"".join(body)}</tbody></table>'
     )
 
 

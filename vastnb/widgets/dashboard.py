@@ -34,6 +34,8 @@ log = logging.getLogger("vastnb")
 
 WINDOW = 300.0  # seconds of history the charts show
 MAX_DECISIONS = 6
+SAMPLE_EVERY = 0.5  # seconds between the load/capacity points the dashboard keeps
+MAX_POINTS = 600  # history samples drawn at most; more are thinned
 
 Sample = tuple[float, float, float, float, float, "float | None"]  # t, load, capacity, target_util, queue, target_queue
 
@@ -233,7 +235,7 @@ def coldstart_html(snapshot: DeploymentSnapshot, now: float | None = None, max_s
     scale = max(totals.values()) or 1.0
     rows = []
     for w in workers:
-        bar = h.stacked_hbar([(n, s, colors[n]) for n, s in w.phases], scale, width=250, pending=pend[w.id])
+        bar = h.stacked_hbar([(n, s, colors[n]) for n, s in w.phases], scale, width=220, pending=pend[w.id])
         total = h.fmt_seconds(totals[w.id])
         rows.append(
             f'<tr><td style="padding:3px 10px 3px 0;font-weight:600;white-space:nowrap">{h.esc(w.id)}</td>'
@@ -258,10 +260,10 @@ def benchmarks_html(snapshot: DeploymentSnapshot, max_stopped: int = 5) -> str:
         runs = list(w.benchmark_runs)
         best = runs.index(max(runs)) if runs else None
         color = h.STATE_COLORS["benchmarking"] if w.state is WorkerState.BENCHMARKING else h.ACCENT
-        spark = h.spark_bars(runs, max(runs, default=0.0), color=color, highlight=best, width=90, height=18)
+        spark = h.spark_bars(runs, max(runs, default=0.0), color=color, highlight=best, width=80, height=18)
         if w.perf_score is not None:
             score = (
-                f'<div style="display:flex;align-items:center;gap:8px">{h.hbar(w.perf_score, top, h.STATE_COLORS["ready"], width=90, title=h.fmt_rate(w.perf_score))}'
+                f'<div style="display:flex;align-items:center;gap:8px">{h.hbar(w.perf_score, top, h.STATE_COLORS["ready"], width=80, title=h.fmt_rate(w.perf_score))}'
                 f"<b>{h.fmt_rate(w.perf_score)}</b></div>"
             )
         else:
@@ -331,6 +333,9 @@ def autoscaling_html(snapshot: DeploymentSnapshot, samples: Sequence[Sample] = (
         )
     # worker count by state
     hist = [(ts, c) for ts, c in snapshot.history if ts >= t - WINDOW - 60]
+    if len(hist) > MAX_POINTS:  # thin evenly, keeping the latest sample
+        step = -(-len(hist) // MAX_POINTS)
+        hist = hist[::-1][::step][::-1]
     if hist:
         t0, t1 = _window(t, hist[0][0])
         first = [WorkerState.READY, WorkerState.BUSY]
@@ -511,14 +516,22 @@ class Dashboard:
         t = snap.time or time.time()
         if self._samples and t <= self._samples[-1][0]:
             return
-        self._samples.append((t, a.load, _capacity(snap), a.target_util, a.queue_time, a.target_queue_time))
+        sample = (t, a.load, _capacity(snap), a.target_util, a.queue_time, a.target_queue_time)
+        if len(self._samples) >= 2 and t - self._samples[-2][0] < SAMPLE_EVERY:
+            self._samples[-1] = sample  # at most one point per SAMPLE_EVERY seconds, holding the latest figures
+        else:
+            self._samples.append(sample)
         while self._samples and self._samples[0][0] < t - WINDOW - 60:
             self._samples.popleft()
 
+    def samples(self) -> list[Sample]:
+        """The load/capacity/queue points recorded so far (time, load, capacity, target_util, queue, target_queue)."""
+        with self._render_lock:
+            return list(self._samples)
+
     def to_html(self) -> str:
         """The current state as self-contained HTML."""
-        snap = self.snapshot()
-        return render_html(snap, samples=list(self._samples), max_stopped=self.max_stopped)
+        return render_html(self.snapshot(), samples=self.samples(), max_stopped=self.max_stopped)
 
     def to_text(self) -> str:
         """The current state as plain text."""
@@ -538,9 +551,9 @@ class Dashboard:
         snap = self.snapshot()
         data: dict[str, Any] = {
             "text/plain": render_text(snap, max_stopped=self.max_stopped),
-            "text/html": render_html(snap, samples=list(self._samples), max_stopped=self.max_stopped),
+            "text/html": render_html(snap, samples=self.samples(), max_stopped=self.max_stopped),
         }
-        if h.widget_frontend() and not self.closed:
+        if h.widget_frontend() and (not self.closed or self._restarted(snap)):
             view = self.widget._repr_mimebundle_()
             key = "application/vnd.jupyter.widget-view+json"
             if view and key in view:
@@ -559,7 +572,14 @@ class Dashboard:
 
     @property
     def widget(self) -> ipywidgets.VBox:
-        """The live ipywidgets view, built on first use; starts listening to the source."""
+        """The live ipywidgets view, built on first use; starts listening to the source.
+
+        After a shutdown the old view stays as it was; if the source runs again
+        (a restarted deployment), a new live view is built.
+        """
+        if self._widget is not None and self.closed and self._restarted(self.snapshot()):
+            self._widget, self._throttle, self._stopping = None, None, False
+            self._closed.clear()
         if self._widget is None:
             import ipywidgets as w
 
@@ -575,6 +595,10 @@ class Dashboard:
                 self._unsubscribe = self.source.events.subscribe(self._on_event)
                 self._throttle.start()
         return self._widget
+
+    def _restarted(self, snap: DeploymentSnapshot) -> bool:
+        """Closed by the source's shutdown, and the source runs again."""
+        return self._last is not None and self._last.state == "shut down" and snap.state != "shut down"
 
     def _tick(self) -> float | None:
         live = self._last is not None and self._last.state in ("starting", "running")
@@ -615,7 +639,7 @@ class Dashboard:
                 snap = self._last or self.snapshot()
                 handle.update(
                     {"text/plain": render_text(snap, max_stopped=self.max_stopped),
-                     "text/html": render_html(snap, samples=list(self._samples), max_stopped=self.max_stopped)},
+                     "text/html": render_html(snap, samples=self.samples(), max_stopped=self.max_stopped)},
                     raw=True,
                 )
             except Exception:
