@@ -71,7 +71,7 @@ class ExportedContext:
     cell: int
 
 
-@dataclass
+@dataclass(repr=False)
 class ExportResult:
     """The exported module (and optional client) with what the user should know about them."""
 
@@ -133,6 +133,15 @@ class ExportResult:
 
     def __str__(self) -> str:
         return self.summary()
+
+    def __repr__(self) -> str:
+        name = repr(self.name) if self.name else "(unnamed)"
+        where = f", written to {', '.join(self.written)}" if self.written else ""
+        return (f"<ExportResult {name}: {len(self.functions)} functions, {len(self.contexts)} contexts, "
+                f"{len(self.warnings)} warnings{where}>")
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(self.summary())
 
     def _repr_markdown_(self) -> str:
         text = self.summary().replace("\n", "  \n")

@@ -176,8 +176,10 @@ def workers_html(snapshot: DeploymentSnapshot, now: float | None = None, max_sto
         err = ""
         if w.error:
             line = _error_line(w.error)
-            short = line if len(line) <= 40 else line[:39] + "…"
-            err = f'<span style="color:{h.DANGER}" title="{h.esc(line)}">{h.esc(short)}</span>'
+            err = (
+                f'<span style="color:{h.DANGER};display:inline-block;max-width:230px;overflow:hidden;'
+                f'text-overflow:ellipsis;vertical-align:bottom" title="{h.esc(line)}">{h.esc(line)}</span>'
+            )
         pid = f"pid {w.pid}" if w.pid else ""
         rows.append(
             [
