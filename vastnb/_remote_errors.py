@@ -81,7 +81,7 @@ def build_remote_exception(error: dict[str, Any], where: str) -> BaseException:
     exc.__cause__ = cause
     exc.__suppress_context__ = True
     try:  # IPython draws one traceback: the calling cell, then the remote frames, no vastnb internals
-        exc._render_traceback_ = _Renderer(exc, cause)  # type: ignore[union-attr]
+        setattr(exc, "_render_traceback_", _Renderer(exc, cause))
     except (AttributeError, TypeError):
         pass
     if hasattr(exc, "add_note"):
