@@ -2,27 +2,25 @@
 
 For each exported notebook, one official worker (``OfficialWorker``, the SDK's own
 ``serve_deployment`` on loopback) serves the module; every remote function is called
-over HTTP in the official JSON format and must return what the notebook's own
-function returns when run in this process (``_reference_result``).
+over HTTP in the official JSON format and must return what vastnb's local backend
+returns for the same call (``_reference_result``): the notebook runs in a real IPython
+shell with the real ``vastnb`` (magics, ``Deployment``, local worker processes), in a
+fresh process of its own per notebook (``tests/_local_reference.py``), and the remote
+function is awaited there as a notebook cell would.
 """
 
 from __future__ import annotations
 
-import ast
-import asyncio
-import builtins
 import glob
-import inspect
 import os
-import shlex
-import sys
-import types
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
 from vastnb._official_worker import OfficialWorker
-from vastnb.export import client_mode_config, export_notebook, read_notebook
+from vastnb.export import client_mode_config, export_notebook
+
+from ._local_reference import LocalReference
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TEST_NOTEBOOKS = os.path.join(HERE, "export_notebooks")
@@ -37,151 +35,29 @@ def _path(name: str) -> str:
     raise FileNotFoundError(name)
 
 
-# ------------------------------------------------------------------------------------------ the notebook, in process
-class _Anything:
-    """Whatever a stubbed vastnb call returns (image chains, status objects): accepts everything."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> "_Anything":
-        return self
-
-    def __getattr__(self, name: str) -> "_Anything":
-        return self
-
-    def __iter__(self):
-        return iter(())
+# ------------------------------------------------------------------------------------------ the notebook, on vastnb
+# Cells a notebook may fail in because a library it explores with is not installed here.
+_OPTIONAL_MODULES = ("matplotlib",)
+_RUNS: dict[str, LocalReference] = {}
 
 
-class _InProcessApp:
-    """Stands in for ``vastnb.Deployment`` while a notebook runs in this process: remote functions stay
-    plain coroutines, contexts are entered here. (To switch to vastnb's local backend later, build
-    the namespace by running the notebook with backend="local" and await the RemoteFunction instead.)"""
-
-    def __init__(self, run: "_NotebookRun", *args: Any, **kwargs: Any) -> None:
-        self._contexts: dict[str, tuple[type, tuple, dict]] = {}
-        self._entered: dict[str, Any] = {}
-        run.app = self
-
-    def remote(self, f: Any = None, **options: Any) -> Any:
-        return f if f is not None else (lambda fn: fn)
-
-    def context(self, *args: Any, **kwargs: Any) -> Callable[[type], type]:
-        def decorator(cls: type) -> type:
-            self._contexts[cls.__qualname__] = (cls, args, kwargs)
-            return cls
-
-        return decorator
-
-    def get_context(self, cls: type) -> Any:
-        return self._entered[cls.__qualname__]
-
-    async def enter(self) -> None:
-        for key, (cls, args, kwargs) in self._contexts.items():
-            if key not in self._entered:
-                self._entered[key] = await cls(*args, **kwargs).__aenter__()
-
-    def __getattr__(self, name: str) -> Any:  # ensure_ready, image, configure_autoscaling, status, …
-        return _Anything()
-
-
-class _Shell:
-    def __init__(self, run: "_NotebookRun") -> None:
-        self.run = run
-
-    def run_line_magic(self, name: str, line: str) -> None:
-        if name == "vast_deployment":
-            words = shlex.split(line)
-            var = words[words.index("--var") + 1] if "--var" in words else "app"
-            self.run.ns[var] = _InProcessApp(self.run)
-
-    def system(self, *args: Any) -> None:
-        return None
-
-
-class _NotebookRun:
-    """A notebook executed cell by cell in a fresh module, the way a user runs it before deploying.
-
-    Cells tagged vast-skip and cells of other magics (``%%vast_run``) are not run; statements that
-    await at the top level (calls of remote functions) are skipped, and exploration that fails here
-    (``square.map``, a missing plotting library) is ignored, as it would not change the definitions.
-    """
-
-    def __init__(self, path: str) -> None:
-        from IPython.core.inputtransformer2 import TransformerManager
-
-        self.module_name = f"vastnb_reference_{os.path.splitext(os.path.basename(path))[0]}"
-        self.module = types.ModuleType(self.module_name)
-        sys.modules[self.module_name] = self.module
-        self.ns = self.module.__dict__
-        self.app: _InProcessApp | None = None
-        self.worker_namespace: dict[str, Any] = {}
-        fake = types.ModuleType("vastnb")
-        fake.Deployment = lambda *a, **k: _InProcessApp(self, *a, **k)  # type: ignore[attr-defined]
-        import vastnb.query
-
-        fake.query = vastnb.query  # type: ignore[attr-defined]
-        fake.worker_namespace = lambda: self.worker_namespace  # type: ignore[attr-defined]
-        real_import = builtins.__import__
-
-        def _import(name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0) -> Any:
-            if name == "vastnb" or (name.startswith("vastnb.") and not fromlist):
-                return fake
-            return real_import(name, globals, locals, fromlist, level)
-
-        self.ns["__builtins__"] = {**builtins.__dict__, "__import__": _import}
-        self.ns["get_ipython"] = lambda: _Shell(self)
-        transform = TransformerManager().transform_cell
-        for number, cell in enumerate(read_notebook(path), 1):
-            if "vast-skip" in cell.tags:
-                continue
-            lines = cell.source.split("\n")
-            if lines[0].startswith("%%"):
-                magic, _, argline = lines[0][2:].partition(" ")
-                body = "\n".join(lines[1:])
-                if magic == "vast_context":
-                    self._run(transform(body), number)
-                    name = [n for n in ast.parse(body).body if isinstance(n, ast.ClassDef)][-1].name
-                    args, kwargs = eval(f"(lambda *a, **k: (a, k))({argline})", self.ns)
-                    assert self.app is not None
-                    self.app.context(*args, **kwargs)(self.ns[name])
-                elif magic == "vast_remote":
-                    self._run(transform(body), number)
-                continue
-            self._run(transform(cell.source), number)
-
-    def _run(self, source: str, number: int) -> None:
-        flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
-        tree = compile(source, f"<cell {number}>", "exec", flags=ast.PyCF_ONLY_AST | flags, dont_inherit=True)
-        for stmt in tree.body:
-            code = compile(ast.Module([stmt], []), f"<cell {number}>", "exec", flags=flags, dont_inherit=True)
-            if code.co_flags & inspect.CO_COROUTINE:
-                continue  # `await square(5)`: a call, not a definition
-            try:
-                exec(code, self.ns)
-            except Exception:  # noqa: BLE001 - exploration that fails outside a kernel
-                pass
-
-    async def call(self, fname: str, kwargs: dict[str, Any]) -> Any:
-        assert self.app is not None
-        await self.app.enter()
-        return await self.ns[fname](**kwargs)
-
-
-_RUNS: dict[str, _NotebookRun] = {}
-
-
-def _run_of(path: str) -> _NotebookRun:
+def _run_of(path: str) -> LocalReference:
+    """The notebook at ``path``, run once on vastnb's local backend in its own process (see _local_reference)."""
     if path not in _RUNS:
-        _RUNS[path] = _NotebookRun(path)
+        name = os.path.splitext(os.path.basename(path))[0]
+        _RUNS[path] = LocalReference(path, f"vastnb_reference_{name}", optional_modules=_OPTIONAL_MODULES)
     return _RUNS[path]
 
 
+def _close_run(path: str) -> None:
+    run = _RUNS.pop(path, None)
+    if run is not None:
+        run.close()
+
+
 def _reference_result(path: str, fname: str, kwargs: dict[str, Any]) -> tuple[str, Any]:
-    """("ok", value) or ("err", exception) of the notebook's own ``fname(**kwargs)``, run in this process."""
-    run = _run_of(path)
-    try:
-        return "ok", asyncio.run(run.call(fname, kwargs))
-    except Exception as exc:  # noqa: BLE001 - the notebook's exception is the expected outcome
-        return "err", exc
+    """("ok", value) or ("err", exception) of ``await fname(**kwargs)`` in the notebook, on vastnb's local backend."""
+    return _run_of(path).call(fname, kwargs)
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -220,11 +96,14 @@ class Served:
 
 
 def _serve(name: str):
-    served = Served(name)
-    with served.worker:
-        assert "Benchmark complete" in served.worker.log
-        assert served.worker.perf_score is not None and served.worker.perf_score > 0
-        yield served
+    try:
+        served = Served(name)
+        with served.worker:
+            assert "Benchmark complete" in served.worker.log
+            assert served.worker.perf_score is not None and served.worker.perf_score > 0
+            yield served
+    finally:
+        _close_run(_path(name))  # the notebook's %vast_down, then no worker may be left
 
 
 @pytest.fixture(scope="module")

@@ -245,10 +245,10 @@ def test_vast_deployment_after_down_creates_a_new_one(ip: Any, capsys: pytest.Ca
     ip.run_line_magic("vast_down", "")
     ip.run_line_magic("vast_deployment", "demo")
     assert ip.user_ns["app"] is not old and ip.user_ns["app"].state == "declared"
-    assert capsys.readouterr().out.splitlines()[-1] == (
-        "vastnb: created deployment 'demo' (local backend); the previous one was shut down, so run its "
-        "%%vast_context and %%vast_remote cells again as `app`"
-    )
+    assert capsys.readouterr().out.splitlines()[-2:] == [
+        "vastnb: created deployment 'demo' (local backend) as `app`",
+        "vastnb: the previous one was shut down, so run its %%vast_context and %%vast_remote cells again",
+    ]
 
 
 def test_a_deployment_made_in_python_is_found_without_the_magic(ip: Any) -> None:

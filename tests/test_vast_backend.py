@@ -44,7 +44,14 @@ from vastnb._vast_worker_module import (
     encode_frame,
     generate_module,
 )
-from vastnb.backends._vast_sdk import SdkSession, VastApiError, redact, search_offers, stage_package
+from vastnb.backends._vast_sdk import (
+    SdkSession,
+    VastApiError,
+    offers_provider,
+    redact,
+    search_offers,
+    stage_package,
+)
 from vastnb.backends._vast_status import StatusTracker, map_state
 from vastnb.backends.vast import VastBackend
 from vastnb.events import Event, EventBus, EventKind, WorkerState
@@ -358,7 +365,7 @@ def test_deploy_goes_through_the_sdk(standin: VastStandIn, live: dict[str, Any])
     from vastai.data.deployment import DeploymentConfig
 
     dep = standin.deployment_named("live")
-    body = standin.calls_to("PUT", "/api/v0/deployments/")[0]
+    body = next(b for b in standin.calls_to("PUT", "/api/v0/deployments/") if b["name"] == "live")
     assert DeploymentConfig(**body).to_dict() == body  # the SDK's own config, None fields dropped
     assert (body["name"], body["image"], body["storage"], body["tag"]) == ("live", IMAGE, 16, "default")
     assert body["env"] == f"-p 3000:3000/tcp -e REPORT_ADDR={standin.url} -e VAST_API_URL={standin.url}"
@@ -386,11 +393,13 @@ def test_call_goes_sdk_route_then_official_worker(standin: VastStandIn, live: di
     assert run_async(live["square"](5)) == 25  # awaited from a running event loop, as in Jupyter
 
 
-def test_redefining_a_function_needs_no_redeploy(standin: VastStandIn, live: dict[str, Any]) -> None:
+def test_redefining_a_function_needs_no_redeploy(standin: VastStandIn, launcher: WorkerLauncher,
+                                                 live: dict[str, Any]) -> None:
     app = live["app"]
     puts, uploads = len(standin.calls_to("PUT", "/api/v0/deployments/")), len(standin.uploads)
     live["square"].call(3)
     pid = next(w.pid for w in app.snapshot().workers if w.pid)
+    assert pid == launcher.workers[backend_of(app).deployment_id].pid  # type: ignore[index]  # the real process
 
     @app.remote(benchmark_dataset=[{"x": 2}])
     async def square(x):  # type: ignore[no-untyped-def]
@@ -514,11 +523,14 @@ def test_logs_and_offers_through_the_sdk(standin: VastStandIn, live: dict[str, A
     ]
     summary = backend.offers(gpu_ram >= 24)
     assert (summary.count, summary.cheapest_price, summary.cheapest_gpu) == (3, 0.22, "RTX 3090")
-    assert summary.query == "verified=true rentable=true rented=false gpu_ram>=24" or "gpu_ram>=24" in summary.query
+    assert summary.query == "verified=true rentable=true rented=false gpu_ram>=24"
     bundles = standin.calls_to("POST", "/api/v0/bundles/")[-1]
     assert bundles["gpu_ram"] == {"gte": 24000} and bundles["order"] == [["dph_total", "asc"]]
     alone = search_offers(gpu_ram >= 80, api_key=standin.api_key, webserver_url=standin.url)
-    assert (alone.count, alone.cheapest_gpu) == (1, "H100 SXM")
+    assert (alone.count, alone.cheapest_gpu, alone.more) == (1, "H100 SXM", False)
+    provider = offers_provider(api_key=standin.api_key, webserver_url=standin.url)  # what GpuPicker(offers=...) takes
+    assert [(o.gpu_name, o.dph_total) for o in provider(gpu_ram >= 24)] == [("RTX 3090", 0.22), ("RTX 4090", 0.41),
+                                                                          ("H100 SXM", 2.10)]
 
 
 # =========================================================================== deploying: the SDK's content hash decides
@@ -683,6 +695,8 @@ def test_secrets_never_show(standin: VastStandIn, launcher: WorkerLauncher, caps
         lg.setLevel(logging.DEBUG)
     caplog.set_level(logging.DEBUG)
     app = vast_app(standin, "secretive")
+    events: list[Event] = []
+    app.events.subscribe(events.append)
     # a worker URL that redirects forever: aiohttp's TooManyRedirects echoes the URL with ?api_key=<endpoint key>,
     # and the SDK logs it ("Worker request failed: ...") before re-routing
     looping = standin.url + "/redirect-worker"
@@ -704,6 +718,7 @@ def test_secrets_never_show(standin: VastStandIn, launcher: WorkerLauncher, caps
             texts += [str(exc), repr(exc)]
             exc = exc.__cause__ or exc.__context__
         texts += [repr(app), repr(backend), repr(app.snapshot()), str(app.logs()), app._repr_html_()]
+        texts += [repr(e) for e in events]
         dep = standin.deployment_named("secretive")
         with tarfile.open(fileobj=io.BytesIO(dep.tarball or b"")) as tf:
             texts += [tf.extractfile(m).read().decode(errors="replace") for m in tf.getmembers() if m.isfile()]  # type: ignore[union-attr]
@@ -917,3 +932,73 @@ def test_sdk_get_workers_through_a_deployments_client_breaks(standin: VastStandI
     backend._thread.run(probe(), 10)  # type: ignore[union-attr]
     rows = backend._thread.run(backend.sdk.workers(), 10)  # type: ignore[union-attr]  # vastnb's way: same route
     assert [str(w.id) for w, _raw in rows] == [w.id for w in live["app"].snapshot().workers]
+
+
+# =========================================================================== the notebook's words: magics on backend vast
+
+
+def test_magics_drive_the_vast_backend(standin: VastStandIn, launcher: WorkerLauncher,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """`%vast_deployment demo --backend vast` and the cells that follow, in IPython's own shell, end to end."""
+    from IPython.testing import globalipapp
+    from IPython.utils.capture import capture_output
+
+    launcher.enable("magicdemo")
+    monkeypatch.setenv("VAST_API_KEY", standin.api_key)
+    monkeypatch.setenv("VAST_URL", standin.url)
+    monkeypatch.setenv("VASTNB_AUTOSCALER_URL", standin.url)
+    ip = globalipapp.get_ipython()
+    ip.run_line_magic("load_ext", "vastnb")
+
+    def cell(source: str) -> Any:
+        with capture_output() as captured:
+            result = ip.run_cell(source)
+        if result.error_before_exec or result.error_in_exec:
+            raise AssertionError(f"{source!r} failed: {result.error_before_exec or result.error_in_exec!r}\n{captured.stdout}")
+        return result.result, captured.stdout
+
+    try:
+        _, said = cell("%vast_deployment magicdemo --backend vast --var vapp")
+        assert said == "vastnb: created deployment 'magicdemo' (vast backend) as `vapp`\n"
+        cell(f"vapp.image({IMAGE!r}, storage=16)\nvapp.configure_autoscaling(cold_workers=1, max_workers=2)")
+        cell("%%vast_remote --benchmark-dataset '[{\"x\": 2}]'\nasync def square(x):\n    return x * x\n")
+        assert cell("await square(7)")[0] == 49
+        puts = len(standin.calls_to("PUT", "/api/v0/deployments/"))
+        cell("%%vast_remote --benchmark-dataset '[{\"x\": 2}]'\nasync def square(x):\n    return x * x + 1\n")
+        assert cell("await square(7)")[0] == 50
+        assert len(standin.calls_to("PUT", "/api/v0/deployments/")) == puts  # a redefined cell costs no redeploy
+        assert repr(cell("%%vast_run\nanswer = 6 * 7\nanswer\n")[0]) == "42"  # the worker's repr
+        with pytest.raises(AssertionError, match="ZeroDivisionError"):
+            cell("%%vast_run\n1 / 0\n")
+        app = ip.user_ns["vapp"]
+        endpoint = backend_of(app).endpoint_id
+        _, said = cell("%vast_down --keep-endpoint")
+        assert said == (f"vastnb: deployment 'magicdemo' let go; its Vast endpoint {endpoint} keeps serving and costing "
+                        f"money. Delete it later with `vastai delete endpoint {endpoint}`.\n")
+        assert endpoint in standin.endpoints  # still there, as asked
+
+        _, said = cell("%vast_deployment magicdemo --backend vast --var vapp")
+        assert said.splitlines() == ["vastnb: created deployment 'magicdemo' (vast backend) as `vapp`",
+                                     "vastnb: the previous one was shut down, so run its %%vast_context and "
+                                     "%%vast_remote cells again"]
+        cell(f"vapp.image({IMAGE!r}, storage=16)\nvapp.configure_autoscaling(cold_workers=1, max_workers=2)")
+        cell("%%vast_remote --benchmark-dataset '[{\"x\": 2}]'\nasync def square(x):\n    return x * x\n")
+        assert cell("await square(8)")[0] == 64
+        assert backend_of(ip.user_ns["vapp"]).endpoint_id == endpoint  # the kept endpoint, picked up again
+        _, said = cell("%vast_down")
+        assert said == f"vastnb: deployment 'magicdemo' is shut down; its Vast deployment and endpoint {endpoint} are deleted.\n"
+        assert endpoint not in standin.endpoints
+    finally:
+        for value in list(ip.user_ns.values()):
+            if isinstance(value, vastnb.Deployment):
+                value.shutdown()
+        ip.user_ns.pop("vapp", None)
+
+
+def test_keep_endpoint_is_refused_on_the_local_backend() -> None:
+    app = vastnb.Deployment("here")
+    with pytest.raises(ConfigurationError, match=r"^shutdown\(keep_endpoint=True\): deployment 'here' runs on the local "
+                                                 r"backend, whose workers live in this kernel and cannot outlive it\. "
+                                                 r"Call shutdown\(\) without keep_endpoint\.$"):
+        app.shutdown(keep_endpoint=True)
+    assert app.state != "shut down"  # refused before anything stopped

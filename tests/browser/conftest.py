@@ -20,6 +20,7 @@ Chromium missing fails the test with the command that installs it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -175,6 +176,8 @@ class JupyterLab:
 
 @pytest.fixture(scope="session")
 def jupyter_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterLab]:
+    for old in ARTIFACTS.glob("*.png"):  # screenshots are from this run only
+        old.unlink()
     lab = JupyterLab(tmp_path_factory.mktemp("jupyterlab"))
     lab.start()
     try:
@@ -183,13 +186,10 @@ def jupyter_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterLab
         lab.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser_context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     executable = chromium_executable()
     from playwright.sync_api import sync_playwright
-
-    for old in ARTIFACTS.glob("*.png"):  # screenshots are from this run only
-        old.unlink()
 
     profile = tmp_path_factory.mktemp("chromium-profile")
     with sync_playwright() as p:
@@ -205,6 +205,9 @@ def browser_context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             yield context
         finally:
             context.close()
+    # Playwright's sync API marks its event loop as running in this thread while it is open;
+    # leaving it open would break every later test that calls asyncio.run().
+    assert asyncio._get_running_loop() is None, "Playwright left an event loop running in the test thread"
 
 
 class LabPage:

@@ -422,11 +422,12 @@ def find_offers(query: Any, *, api_key: str | None = None, webserver_url: str | 
 
 
 def _with_defaults(query: Any) -> Any:
+    """Vast's search defaults first (as a search sends them), then ``query``, which wins where both speak."""
     from ..query import Query
 
-    out = query.copy()
-    for column, ops in Query.search_defaults().query.items():
-        out.query.setdefault(column, dict(ops))
+    out = Query.search_defaults()
+    for column, ops in query.query.items():
+        out.query[column] = dict(ops)
     return out
 
 

@@ -318,14 +318,27 @@ class Deployment:
         want = min(want, s.max_workers or want)
         return min(want, cap) if cap else want
 
-    def shutdown(self) -> None:
-        """Stop every worker (their contexts exit, GPUs are freed). Calls still waiting fail clearly."""
+    def shutdown(self, keep_endpoint: bool = False) -> None:
+        """Stop every worker (their contexts exit, GPUs are freed). Calls still waiting fail clearly.
+
+        On ``backend="vast"`` the Vast deployment and its endpoint are deleted too, unless
+        ``keep_endpoint=True``: then they keep serving (and costing) after this kernel lets go,
+        and a later ``Deployment`` with the same name and tag picks them up again.
+        """
+        if keep_endpoint and self.backend != "vast":
+            raise ConfigurationError(
+                f"shutdown(keep_endpoint=True): deployment {self.name!r} runs on the {self.backend} backend, whose "
+                "workers live in this kernel and cannot outlive it. Call shutdown() without keep_endpoint."
+            )
         with self._lock:
             runtime, self._runtime = self._runtime, None
             self._state = DeploymentState.SHUT_DOWN
         if runtime is not None:
             self._stopped_runtime = runtime  # views still show how the workers ended
-            runtime.shutdown()
+            if keep_endpoint:
+                runtime.shutdown(keep_endpoint=True)
+            else:
+                runtime.shutdown()
 
     # ================================================================== code sync
     def _check_declarations(self) -> None:

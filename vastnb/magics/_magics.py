@@ -153,12 +153,12 @@ class VastMagics(Magics):
             except ConfigurationError as exc:
                 raise UsageError(f"%vast_deployment: {exc}") from None
             what = f"created deployment {args.name!r} ({app.backend} backend)"
-            if existing is not None:
-                what += "; the previous one was shut down, so run its %%vast_context and %%vast_remote cells again"
         self._known[app.name] = app
         self._app, self._var = app, var
         self._bind(var, app)
         print(f"vastnb: {what} as `{var}`")
+        if existing is not None and existing.state == "shut down":
+            print("vastnb: the previous one was shut down, so run its %%vast_context and %%vast_remote cells again")
         return None
 
     # ================================================================ %%vast_context
@@ -438,15 +438,36 @@ class VastMagics(Magics):
 
     @magic_arguments()
     @help_argument
+    @argument("--keep-endpoint", action="store_true",
+              help="backend vast only: leave the Vast deployment and endpoint serving (and costing money); "
+                   "the same %%vast_deployment name picks it up again later")
     @line_magic
     def vast_down(self, line: str) -> None:
-        """Stop every worker of the deployment (contexts exit, GPUs are freed); calls still waiting fail."""
-        if parse(self.vast_down, "%vast_down", line) is None:
+        """Stop every worker of the deployment (contexts exit, GPUs are freed); calls still waiting fail.
+
+        On the vast backend this also deletes the Vast deployment and its endpoint, unless
+        --keep-endpoint is given.
+        """
+        args = parse(self.vast_down, "%vast_down", line)
+        if args is None:
             return None
         app = self.current("%vast_down")
+        if args.keep_endpoint and app.backend != "vast":
+            raise UsageError(
+                f"%vast_down --keep-endpoint: deployment {app.name!r} runs on the {app.backend} backend, whose workers "
+                "cannot outlive this kernel. Run %vast_down without --keep-endpoint."
+            )
         alive = sum(1 for w in app.snapshot().workers if w.state.alive)
-        app.shutdown()
-        print(f"vastnb: deployment {app.name!r} is shut down ({alive} worker{'s' if alive != 1 else ''} stopped).")
+        endpoint = getattr(app._runtime, "endpoint_id", None)
+        app.shutdown(keep_endpoint=args.keep_endpoint)
+        stopped = f"{alive} worker{'s' if alive != 1 else ''} stopped"
+        if app.backend != "vast":
+            print(f"vastnb: deployment {app.name!r} is shut down ({stopped}).")
+        elif args.keep_endpoint:
+            print(f"vastnb: deployment {app.name!r} let go; its Vast endpoint {endpoint} keeps serving and costing money. "
+                  f"Delete it later with `vastai delete endpoint {endpoint}`.")
+        else:
+            print(f"vastnb: deployment {app.name!r} is shut down; its Vast deployment and endpoint {endpoint} are deleted.")
         return None
 
     @magic_arguments()
