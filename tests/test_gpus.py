@@ -214,8 +214,8 @@ def test_match_local_gpus_reports_each_gpu():
     assert matching == [MIXED[0]]
     assert report == [
         "GPU 0 NVIDIA H100 80GB HBM3: matches",
-        "GPU 1 Tesla T4: fails gpu_ram>=40 (this GPU has 15.36)",
-        "GPU 2 NVIDIA Quantum Accelerator 9000: fails gpu_ram>=40 (this GPU has 12.288)",
+        "GPU 1 Tesla T4: fails gpu_ram>=40 (this GPU has 15.36 GB)",
+        "GPU 2 NVIDIA Quantum Accelerator 9000: fails gpu_ram>=40 (this GPU has 12.29 GB)",
     ]
     assert g.match_local_gpus(compute_cap >= 750, MIXED)[0] == MIXED
     assert g.match_local_gpus(gpu_name.in_([H100_SXM, "Tesla_T4"]), MIXED)[0] == MIXED[:2]
@@ -227,10 +227,10 @@ def test_no_match_message_lists_every_gpu_and_the_fix():
     assert message == (
         "image.require(gpu_name == RTX_4090, gpu_ram >= 96) matches none of this machine's GPUs:\n"
         "  GPU 0 NVIDIA H100 80GB HBM3: fails gpu_name=RTX_4090 (this GPU has H100 SXM); "
-        "gpu_ram>=96 (this GPU has 81.559)\n"
-        "  GPU 1 Tesla T4: fails gpu_name=RTX_4090 (this GPU has Tesla T4); gpu_ram>=96 (this GPU has 15.36)\n"
+        "gpu_ram>=96 (this GPU has 81.56 GB)\n"
+        "  GPU 1 Tesla T4: fails gpu_name=RTX_4090 (this GPU has Tesla T4); gpu_ram>=96 (this GPU has 15.36 GB)\n"
         "  GPU 2 NVIDIA Quantum Accelerator 9000: fails gpu_name=RTX_4090 "
-        "(this GPU has NVIDIA Quantum Accelerator 9000); gpu_ram>=96 (this GPU has 12.288)\n"
+        "(this GPU has NVIDIA Quantum Accelerator 9000); gpu_ram>=96 (this GPU has 12.29 GB)\n"
         "Loosen image.require(...) so one of these GPUs qualifies, or run the deployment on Vast "
         'with Deployment(..., backend="vast").'
     )

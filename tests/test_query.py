@@ -353,7 +353,7 @@ def test_matches_a_local_gpu_and_skips_what_it_lacks():
     query = Query.search_defaults().extend(gpu_ram >= 48).extend(dph_total < 2).extend(compute_cap >= 800)
     assert query.matches(H100)
     assert not query.matches(T4)
-    assert query.mismatches(T4) == ["gpu_ram>=48 (this GPU has 15.36)", "compute_cap>=800 (this GPU has 750)"]
+    assert query.mismatches(T4) == ["gpu_ram>=48 (this GPU has 15.36 GB)", "compute_cap>=800 (this GPU has 750)"]
     assert (gpu_ram >= 81.559).matches(H100) and not (gpu_ram > 81.559).matches(H100)
 
 

@@ -325,7 +325,7 @@ def _shown(column: str, raw: Any) -> Any:
     """A described value in the documented unit, for messages (MB -> GB)."""
     if column in RAW_UNIT_FACTORS and isinstance(raw, (int, float)) and not isinstance(raw, bool) \
             and math.isfinite(raw):
-        return _from_raw(column, raw)
+        return f"{_from_raw(column, raw):.4g} {_UNIT_NAMES[column]}"  # 12.29 GB, not 12.288
     return raw
 
 

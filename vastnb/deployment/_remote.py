@@ -274,7 +274,7 @@ def _wait_all(app: "Deployment", prepared: list[tuple[Payload, float]], name: st
     futures: list[concurrent.futures.Future[Any]] = []
     for payload, workload in prepared:
         fut = app._submit(name, payload, workload, sink, kind=kind)
-        fut.add_done_callback(lambda _f: events.put(("done", None, None)))
+        fut.add_done_callback(lambda f: events.put(("done", f, None)))
         futures.append(fut)
     bar = app._progress(len(futures), f"{name}.map") if (progress or (progress is None and len(futures) > 1)) else None
     done = 0
@@ -287,13 +287,11 @@ def _wait_all(app: "Deployment", prepared: list[tuple[Payload, float]], name: st
                 done += 1
                 if bar is not None:
                     bar.update(1)
-                if not return_exceptions:
-                    failed = next((f for f in futures if f.done() and not f.cancelled() and f.exception() is not None), None)
-                    if failed is not None:
-                        for f in futures:
-                            if not f.done():
-                                app._cancel(f)
-                        raise failed.exception()  # type: ignore[misc]
+                if not return_exceptions and not a.cancelled() and a.exception() is not None:
+                    for f in futures:  # the first failure ends the map: cancel what has not run yet
+                        if not f.done():
+                            app._cancel(f)
+                    raise a.exception()
     except KeyboardInterrupt:
         for f in futures:
             if not f.done():

@@ -283,12 +283,12 @@ class LocalRuntime:
     def load_rate(self, window: float = 10.0) -> float:
         """Workload units per second that arrived over the last ``window`` seconds."""
         now = time.monotonic()
-        total = sum(w for t, w in reversed(self.arrivals) if now - t <= window)
+        total = sum(w for _, w in _within(self.arrivals, now - window))
         return total / window
 
     def recent_queue_time(self, window: float = 10.0) -> float:
         now = time.monotonic()
-        recent = [q for t, q in self.queue_times if now - t <= window]
+        recent = [q for _, q in _within(self.queue_times, now - window)]
         waiting = [now - self.pending[0].created] if self.pending else []
         return max(recent + waiting, default=0.0)
 
@@ -928,3 +928,7 @@ class LocalRuntime:
                 except (ProcessLookupError, PermissionError):
                     pass
 
+
+def _within(entries: "collections.deque[tuple[float, float]]", since: float) -> "itertools.takewhile[tuple[float, float]]":
+    """The newest ``(time, value)`` entries recorded at ``since`` or later (entries are in time order)."""
+    return itertools.takewhile(lambda entry: entry[0] >= since, reversed(entries))
