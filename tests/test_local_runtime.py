@@ -84,6 +84,36 @@ def test_map_spreads_over_four_workers_in_order(make_app):
     assert len({r[1] for r in results}) == 4
 
 
+def test_map_failure_raises_and_cancels_the_rest_or_returns_in_place(make_app):
+    app = make_app()
+    app.configure_autoscaling(cold_workers=1, max_workers=1)
+
+    @app.remote(benchmark_dataset=[{"x": 1}])
+    async def fragile(x):
+        ns = vastnb.worker_namespace()
+        ns["ran"] = ns.get("ran", 0) + 1
+        await asyncio.sleep(0.02)
+        if x == 3:
+            raise ValueError(f"bad input {x}")
+        return x
+
+    @app.remote()
+    async def ran():
+        return vastnb.worker_namespace().get("ran", 0)
+
+    app.ensure_ready()
+    with pytest.raises(ValueError, match=r"^bad input 3\n\(raised on worker w1 running fragile\(\)\)$"):
+        fragile.map(list(range(100)), progress=False)
+    time.sleep(0.3)  # cancellations reach the worker
+    before = ran.call()
+    assert 4 <= before < 100  # the calls after the failure were cancelled, not run
+    out = fragile.map([2, 3, 4], return_exceptions=True, progress=False)
+    assert out[0] == 2 and out[2] == 4
+    assert isinstance(out[1], ValueError) and str(out[1]) == "bad input 3"
+    assert out[1].__notes__ == ["(raised on worker w1 running fragile())"]
+    assert ran.call() == before + 3
+
+
 def test_notebook_class_round_trip_and_closure(make_app):
     app = make_app()
     app.configure_autoscaling(cold_workers=1)
