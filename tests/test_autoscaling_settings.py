@@ -58,7 +58,7 @@ def test_values_are_normalised() -> None:
 
 
 def test_numpy_scalars_are_accepted() -> None:
-    np = pytest.importorskip("numpy")
+    import numpy as np
     s = AutoscalingSettings().merged(max_workers=np.int64(4), cold_workers=np.int32(2), min_load=np.float32(1.5))
     assert s.max_workers == 4 and type(s.max_workers) is int
     assert s.min_load == 1.5

@@ -15,7 +15,6 @@ from vastnb.__main__ import main
 from vastnb.export import (
     Cell,
     ExportError,
-    WireWarning,
     check_wire,
     client_mode_config,
     export_cells,

@@ -6,7 +6,6 @@ import os
 import re
 import shutil
 import stat
-import sys
 
 import pytest
 
@@ -275,10 +274,6 @@ def fake_smi(tmp_path, monkeypatch):
     return install
 
 
-posix_only = pytest.mark.skipif(sys.platform == "win32", reason="the fake nvidia-smi is a shell script")
-
-
-@posix_only
 def test_local_gpus_runs_nvidia_smi_with_the_query(fake_smi, tmp_path, monkeypatch):
     fake_smi(
         f'echo "$@" > {tmp_path}/args\n'
@@ -297,7 +292,6 @@ def test_local_gpus_runs_nvidia_smi_with_the_query(fake_smi, tmp_path, monkeypat
     assert hidden == [] and hidden.reason == "CUDA_VISIBLE_DEVICES='' hides all 2 GPU(s) nvidia-smi lists"
 
 
-@posix_only
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
@@ -318,7 +312,6 @@ def test_local_gpus_failures_become_reasons(fake_smi, body, reason):
     assert gpus == [] and gpus.reason == reason
 
 
-@posix_only
 def test_local_gpus_times_out(fake_smi):
     fake_smi("exec sleep 5")
     gpus = g.local_gpus(timeout=0.3)

@@ -46,7 +46,6 @@ import os
 import pickle
 import socket
 import sys
-import time
 import traceback
 from typing import Any, Callable
 
@@ -255,10 +254,9 @@ async def {FRAME_FUNCTION}(frame: bytes, workload: float = 100.0) -> bytes:
 
 
 def _log(msg: str) -> None:
-    stream = sys.__stderr__
-    if stream is not None:
-        stream.write(f"[vastnb {time.strftime('%H:%M:%S')}] {msg}\n")
-        stream.flush()
+    from .worker.core import log_to_stderr
+
+    log_to_stderr(msg, tag="vastnb ")
 
 
 class _Output:

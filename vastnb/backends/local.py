@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-import time
 from typing import TYPE_CHECKING, Any
 
 from ..errors import NoMatchingGpu

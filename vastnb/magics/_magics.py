@@ -399,7 +399,9 @@ class VastMagics(Magics):
         app = self.current("%vast_status")
         from IPython.display import display
 
-        if _widget_frontend(self.shell):
+        from ..widgets._html import widget_frontend
+
+        if widget_frontend(self.shell):
             try:
                 display(app.dashboard())
                 return None
@@ -579,16 +581,6 @@ def _check_sendable(values: dict[str, Any]) -> None:
             dumps_payload(value, f"`{name}`")
         except SerializationError as exc:
             raise UsageError(f"%%vast_run --push: {exc}") from None
-
-
-def _widget_frontend(shell: Any) -> bool:
-    if getattr(shell, "kernel", None) is None:
-        return False
-    try:
-        import ipywidgets  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def _settle(app: Deployment, timeout: float = 60.0) -> None:

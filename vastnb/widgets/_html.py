@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 import math
 import sys
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 __all__ = [
     "DEPLOYMENT_STATE_COLORS",
@@ -606,15 +606,18 @@ def text_table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, align: 
 # --- environment -----------------------------------------------------------------------------
 
 
-def widget_frontend() -> bool:
-    """True inside a Jupyter kernel (ipykernel) where ipywidgets can be shown; False in a terminal."""
-    ipython_mod = sys.modules.get("IPython")
-    if ipython_mod is None:
-        return False
-    try:
-        shell = ipython_mod.get_ipython()
-    except Exception:
-        return False
+def widget_frontend(shell: Any = None) -> bool:
+    """True inside a Jupyter kernel (ipykernel) where ipywidgets can be shown; False in a terminal.
+
+    ``shell`` is the IPython shell to ask about (default: the running one, if any)."""
+    if shell is None:
+        ipython_mod = sys.modules.get("IPython")
+        if ipython_mod is None:
+            return False
+        try:
+            shell = ipython_mod.get_ipython()
+        except Exception:
+            return False
     if shell is None or getattr(shell, "kernel", None) is None:
         return False
     try:

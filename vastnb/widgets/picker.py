@@ -451,7 +451,7 @@ class GpuPicker:
             body += h.panel(h.table(["GPU model", "Workers", "Score", "$/hour", "Work per $"], rows, align="lrrrl"),
                             title="Measured price · performance", sub=True, note="benchmark score; work per $ = score × 3600 ÷ $/hour")
         if include_title:
-            body = f'<div style="font-size:15px;font-weight:650">GPU picker</div>' + body
+            body = '<div style="font-size:15px;font-weight:650">GPU picker</div>' + body
         return h.root(body)
 
     def _local_html(self) -> str:

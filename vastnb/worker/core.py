@@ -75,6 +75,14 @@ class _RoutedStream:
         return True
 
 
+def log_to_stderr(msg: str, tag: str = "") -> None:
+    """One timestamped line on the process's real stderr (the worker log), past any output routing."""
+    stream = sys.__stderr__
+    if stream is not None:
+        stream.write(f"[{tag}{time.strftime('%H:%M:%S')}] {msg}\n")
+        stream.flush()
+
+
 def install_output_routing() -> None:
     if not isinstance(sys.stdout, _RoutedStream):
         sys.stdout = _RoutedStream("stdout", sys.stdout)  # type: ignore[assignment]

@@ -22,15 +22,9 @@ from typing import Any
 
 from ..wire import Connection, PayloadError, ProtocolError, dumps_payload
 from .core import BenchmarkSpec, WorkerCore, format_remote_error, install_output_routing
+from .core import log_to_stderr as _log
 
 __all__ = ["main", "WorkerServer"]
-
-
-def _log(msg: str) -> None:
-    err = sys.__stderr__
-    if err is not None:
-        err.write(f"[{time.strftime('%H:%M:%S')}] {msg}\n")
-        err.flush()
 
 
 class _Output:
