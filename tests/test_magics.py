@@ -231,6 +231,15 @@ def test_vast_deployment_creates_binds_and_reselects(ip: Any, capsys: pytest.Cap
     ]
 
 
+def test_vast_down_keep_endpoint_is_refused_on_the_local_backend(ip: Any) -> None:
+    ip.run_line_magic("vast_deployment", "demo")
+    assert _usage_error(ip, "line", "vast_down", "--keep-endpoint") == (
+        "%vast_down --keep-endpoint: deployment 'demo' runs on the local backend, whose workers cannot outlive this "
+        "kernel. Run %vast_down without --keep-endpoint."
+    )
+    assert ip.user_ns["app"].state != "shut down"  # refused before anything stopped
+
+
 def test_vast_deployment_refuses_to_change_an_existing_backend(ip: Any) -> None:
     ip.run_line_magic("vast_deployment", "demo")
     assert _usage_error(ip, "line", "vast_deployment", "demo --backend vast") == (

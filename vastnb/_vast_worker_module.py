@@ -50,6 +50,7 @@ import traceback
 from typing import Any, Callable
 
 from .wire import dumps_payload, loads_payload
+from .worker.core import log_to_stderr
 
 __all__ = [
     "BENCHMARK_FRAME",
@@ -254,8 +255,6 @@ async def {FRAME_FUNCTION}(frame: bytes, workload: float = 100.0) -> bytes:
 
 
 def _log(msg: str) -> None:
-    from .worker.core import log_to_stderr
-
     log_to_stderr(msg, tag="vastnb ")
 
 
