@@ -922,10 +922,12 @@ def test_sdk_async_ensure_ready_needs_python_312(standin: VastStandIn, tmp_path:
             return
     sdk_app = SdkDeployment(api_key=standin.api_key, webserver_url=standin.url, autoscaler_url=standin.url, name="p311")
     sdk_app.root_module, sdk_app.file = "deployment", str(tmp_path / "deployment.py")
-    requests = len(standin.requests)
+    puts = len(standin.calls_to("PUT", "/api/v0/deployments/"))
     with pytest.raises(TypeError, match="delete_on_close"):
         run_async(sdk_app.async_ensure_ready())
-    assert len(standin.requests) == requests  # refused before anything reached Vast
+    # refused before anything reached Vast (other requests keep arriving here: the live workers' reports, polls)
+    assert len(standin.calls_to("PUT", "/api/v0/deployments/")) == puts
+    assert not [d for d in standin.deployments.values() if d.name == "p311"]
 
 
 def test_sdk_get_workers_through_a_deployments_client_breaks(standin: VastStandIn, live: dict[str, Any]) -> None:
