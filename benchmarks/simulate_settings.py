@@ -10,6 +10,7 @@ the work left queued at the end.
 from __future__ import annotations
 
 import argparse
+import time
 
 from vastnb.autoscaling import AutoscalingSettings, LoadTrace, compare
 
@@ -41,8 +42,11 @@ def main() -> None:
     parser.add_argument("--cold-start", type=float, default=60.0, help="seconds from start to ready")
     args = parser.parse_args()
     for trace in traces().values():
+        started = time.perf_counter()
         table = compare(trace, CANDIDATES, perf_score=args.perf, cold_start_s=args.cold_start)
-        print(table.to_text(), end="\n\n")
+        took = time.perf_counter() - started
+        print(table.to_text())
+        print(f"({len(CANDIDATES)} candidates x {trace.duration_s / 60:.0f} simulated minutes in {took:.2f} s)", end="\n\n")
 
 
 if __name__ == "__main__":

@@ -774,7 +774,7 @@ def test_shutdown_stops_polling_and_heartbeats_and_tears_down(standin: VastStand
     assert dep_id not in standin.deployments and endpoint_id not in standin.endpoints
     assert len(standin.calls_to("DELETE", f"/api/v0/deployment/{dep_id}/")) == 1
     gc.collect()
-    assert _vast_threads() == before
+    assert not _vast_threads() - before  # every thread this deployment started has ended
     assert backend.state == "shut down" and app.state == "shut down"
     with pytest.raises(DeploymentShutDown):
         backend.submit(app._specs["inc"], dumps_payload({}), 100.0).result(1)
