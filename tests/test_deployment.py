@@ -129,6 +129,23 @@ def test_bad_constructor_arguments():
     assert _msg(e) == "`ttl` must be a positive number of seconds or None. Instead got -1."
 
 
+def test_image_takes_the_sdks_private_registry_login_and_never_shows_the_password(app):
+    image = app.image("registry.example.com/me/model:1", 16, docker_login_user="me", docker_login_pass="s3cret",
+                      docker_login_repo="registry.example.com")
+    assert image._docker_login == {"docker_login_user": "me", "docker_login_pass": "s3cret",
+                                   "docker_login_repo": "registry.example.com"}
+    assert image.describe()["docker_login"] == ["docker_login_pass", "docker_login_repo", "docker_login_user"]
+    assert "s3cret" not in repr(image) + repr(image.describe())
+    with pytest.raises(ConfigurationError) as e:
+        app.image("img", 16, docker_password="x")
+    assert _msg(e) == ("image() got unknown argument(s) docker_password. It takes from_image, storage and, for a "
+                       "private registry, the official SDK's docker_login_user, docker_login_pass, docker_login_repo.")
+    with pytest.raises(ConfigurationError) as e:
+        app.image("img", 16, docker_login_pass=None)
+    assert _msg(e) == "`docker_login_pass` must be a non-empty string. Instead got a NoneType."
+    assert app.image("img", 16)._docker_login == {}
+
+
 def test_image_is_chainable_and_validated(app):
     from vastnb.query import gpu_ram
 

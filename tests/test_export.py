@@ -331,6 +331,47 @@ def test_cells_from_history_are_plain_strings_and_positional_name_becomes_a_keyw
     assert result.name == "hist"
 
 
+def test_trailing_comments_on_magic_lines_stay_out_of_the_export():
+    result = export_cells([
+        "%load_ext vastnb\n%vast_deployment demo --tag blue  # creates `app`",
+        "%%vast_context 'weights.pt', dtype='bf16'  # the weights (and a parenthesis\n"
+        "class Model:\n    def __init__(self, path, dtype): self.path = path\n"
+        "    async def __aenter__(self): return self\n    async def __aexit__(self, *exc): pass",
+        "%%vast_remote --benchmark-dataset '[{\"x\": \"#1\"}]'   # --benchmark-runs 99\nasync def f(x):\n    return x",
+    ])
+    source = result.module_source
+    ast.parse(source)  # the comment did not swallow a closing parenthesis
+    assert 'app = Deployment(name="demo", tag="blue")' in source
+    assert "@app.context('weights.pt', dtype='bf16')\n" in source
+    assert "benchmark_dataset=[{\"x\": \"#1\"}]" in source and "99" not in source
+
+
+def test_import_of_vastnb_with_other_modules_keeps_the_others():
+    result = export_cells([
+        "import os, vastnb, json as j\napp = vastnb.Deployment('mixed')\napp.image('img', 16)\n"
+        "KEY = os.environ.get('KEY', j.dumps(1))",
+        "@app.remote(benchmark_dataset=[{'x': 1}])\nasync def f(x):\n    return x, KEY",
+    ])
+    assert "import os, json as j\n" in result.module_source and "vastnb" not in result.module_source.split('"""')[2]
+    assert result.warnings == []
+
+
+def test_a_private_registry_login_is_left_out_with_the_reason():
+    result = export_cells([
+        "import os, vastnb\napp = vastnb.Deployment('private')",
+        "app.image('registry.example.com/me/model:1', 16, docker_login_user='me', "
+        "docker_login_pass=os.environ['REGISTRY_PASS'])",
+        "@app.remote(benchmark_dataset=[{'x': 1}])\nasync def f(x):\n    return x",
+    ])
+    assert "app.image('registry.example.com/me/model:1', storage=16)\n" in result.module_source
+    assert "REGISTRY_PASS" not in result.module_source
+    assert result.warnings == [
+        "app.image(...) arguments docker_login_user, docker_login_pass (cell 2, line 1) are not exported: the official SDK's "
+        "worker-side image() has no docker_login_* parameters, so the exported file would fail on the worker. Give "
+        "the registry login to the endpoint on Vast, or deploy from the notebook with backend=\"vast\" (vastnb sends "
+        "it with the deployment)."]
+
+
 def test_unnamed_deployment_gets_the_notebook_name(tmp_path):
     import nbformat
     from nbformat.v4 import new_code_cell, new_notebook

@@ -84,6 +84,23 @@ def test_map_spreads_over_four_workers_in_order(make_app):
     assert len({r[1] for r in results}) == 4
 
 
+def test_ensure_ready_progress_ends_before_it_returns_and_counts_workers_already_ready(make_app, capsys):
+    app = make_app("bars")
+    app.configure_autoscaling(cold_workers=2, max_workers=2)
+
+    @app.remote()
+    async def f():
+        return 1
+
+    capsys.readouterr()
+    app.ensure_ready()
+    lines = capsys.readouterr().err.splitlines()  # all that was written by the time ensure_ready returned
+    assert lines[-1].startswith("bars: workers ready: 2/2 workers · done in "), lines
+    app.ensure_ready()  # nothing to wait for: one line, counting the two ready workers
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bars: workers ready: 2/2 workers · done in "), lines
+
+
 def test_map_failure_raises_and_cancels_the_rest_or_returns_in_place(make_app):
     app = make_app()
     app.configure_autoscaling(cold_workers=1, max_workers=1)

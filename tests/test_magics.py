@@ -231,6 +231,37 @@ def test_vast_deployment_creates_binds_and_reselects(ip: Any, capsys: pytest.Cap
     ]
 
 
+def test_a_trailing_comment_on_a_magic_line_is_a_comment(ip: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """IPython hands a magic the whole line; a ``#`` that starts a word outside quotes ends it, as in a shell."""
+    ip.run_line_magic("vast_deployment", "demo                  # creates `app`")
+    assert ip.user_ns["app"].name == "demo"
+    ip.run_line_magic("vast_deployment", "other --tag blue#1 --var o #  a comment")
+    assert (ip.user_ns["o"].name, ip.user_ns["o"].tag) == ("other", "blue#1")  # inside a word: kept
+    ip.run_line_magic("vast_deployment", "demo")
+    ip.user_ns["DTYPE"] = "bf16"
+    ip.run_cell_magic("vast_context", '"weights.pt", dtype=DTYPE  # the weights (x)', textwrap.dedent("""\
+        class Model:
+            def __init__(self, path, dtype="fp32"):
+                self.path, self.dtype = path, dtype
+
+            async def __aenter__(self):
+                return self
+
+            async def __aexit__(self, *exc):
+                pass
+        """))
+    assert ip.user_ns["app"]._contexts["Model"][1:] == (("weights.pt",), {"dtype": "bf16"})
+    ip.run_cell_magic("vast_remote", "--benchmark-dataset '[{\"x\": \"#2\"}]' --retries 0  # --retries 5",
+                      "async def f(x):\n    return x\n")
+    assert (ip.user_ns["f"].options.benchmark_dataset, ip.user_ns["f"].options.retries) == ([{"x": "#2"}], 0)
+    capsys.readouterr()
+    assert ip.run_line_magic("vast_down", "--help   # what does it do?") is None
+    assert capsys.readouterr().out.startswith("usage: %vast_down")
+    assert ip.user_ns["app"].state != "shut down"
+    with pytest.raises(UsageError, match="unrecognized arguments: --nope"):
+        ip.run_line_magic("vast_down", "--nope # a comment does not hide a mistake before it")
+
+
 def test_vast_down_keep_endpoint_is_refused_on_the_local_backend(ip: Any) -> None:
     ip.run_line_magic("vast_deployment", "demo")
     assert _usage_error(ip, "line", "vast_down", "--keep-endpoint") == (
@@ -713,13 +744,15 @@ def test_history_cells_keep_the_last_definition(ip: Any) -> None:
         history_manager = History()
         user_ns: dict = {}
 
-    assert history_cells(Shell()) == [
+    assert history_cells(Shell()) == ([
         "%load_ext vastnb",
         "%vast_deployment demo",
         "await square(2)",
         "%%vast_remote\nasync def square(x):\n    return x * x\n",
         "x = 1",
-    ]
+    ], [])
+    cells, raised = history_cells(Shell(), failed={(4, "await square(2)"), (8, ""), (5, "y = 2")})
+    assert raised == [4] and "await square(2)" not in cells and len(cells) == 4  # In[5] is another cell now
 
 
 def test_vast_export_writes_the_last_definitions_of_this_session(ip: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
@@ -745,6 +778,30 @@ def test_vast_export_writes_the_last_definitions_of_this_session(ip: Any, tmp_pa
     assert 'app = Deployment(name="demo")' in module
     assert "    return x * x\n" in module and "    return x\n" not in module
     assert (tmp_path / "client.py").exists()
+
+
+def test_vast_export_leaves_out_the_cells_that_raised(ip: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Cells run for real in the shell: the extension's post_run_cell hook notes which raised."""
+    first = ip.execution_count  # this session's earlier cells are blanked; their numbers stay taken
+    monkeypatch.setattr(ip.history_manager, "input_hist_raw", [""] * first)
+    monkeypatch.setattr(ip.history_manager, "input_hist_parsed", [""] * first)
+    monkeypatch.chdir(tmp_path)
+    cells = [
+        "%vast_deployment demo",
+        "%%vast_remote --benchmark-dataset '[{\"x\": 2}]'\nasync def square(x):\n    return x *\n",  # a typo
+        "%%vast_remote --benchmark-dataset '[{\"x\": 2}]'\nasync def square(x):\n    return x * x\n",
+        "OFFSET = undefined_name + 1",  # raises NameError
+        "OFFSET = 1",
+        "%vast_export deploy.py",
+    ]
+    results = [ip.run_cell(cell, store_history=True) for cell in cells]
+    assert [r.success for r in results] == [True, False, True, False, True, True]
+    out = capsys.readouterr().out
+    assert f"vastnb: left out the cell(s) that raised: In[{first + 1}], In[{first + 3}].\n" in out
+    module = (tmp_path / "deploy.py").read_text()
+    assert module.count("async def square(x):") == 1 and "    return x * x\n" in module
+    assert "undefined_name" not in module
 
 
 def test_vast_export_prefers_the_notebook_file(ip: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch,

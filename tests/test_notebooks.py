@@ -100,8 +100,13 @@ def execute(name: str, kernel_dir: Path) -> tuple[Any, Any, float]:
     path = ROOT / "notebooks" / f"{name}.ipynb"
     stored = nbformat.read(path, as_version=4)
     nb = copy.deepcopy(stored)
+    return (stored, nb, run_in_kernel(nb, path.parent, kernel_dir))
+
+
+def run_in_kernel(nb: Any, cwd: Path, kernel_dir: Path, *, allow_errors: bool = False) -> float:
+    """Execute ``nb`` in place in a fresh kernel started in ``cwd``; the seconds it took."""
     km = KernelManager(kernel_name="vastnb-test", kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernel_dir)]))
-    client = NotebookClient(nb, km=km, timeout=120, resources={"metadata": {"path": str(path.parent)}})
+    client = NotebookClient(nb, km=km, timeout=120, allow_errors=allow_errors, resources={"metadata": {"path": str(cwd)}})
     t0 = time.monotonic()
     try:
         client.execute()
@@ -112,7 +117,7 @@ def execute(name: str, kernel_dir: Path) -> tuple[Any, Any, float]:
         if km.has_kernel:
             km.shutdown_kernel(now=False)
         km.cleanup_resources()
-    return stored, nb, elapsed
+    return elapsed
 
 
 @pytest.fixture(params=NOTEBOOKS)
@@ -148,3 +153,31 @@ def test_sanitize_masks_only_volatile_values() -> None:
     assert sanitize(text) == "w1 CPU ready <n>/s 0 0 <hash> <t> 3 · took <t> at hh:mm:ss (pid …, 127.0.0.1:…)"
     assert sanitize("Out: [w1] 'w1'\n[w2] 285") == "Out: [w1] 'w1'\n[w2] 285"
     assert sanitize("  w2      1,234.5") == " w2 <score>"
+
+
+# ---------------------------------------------------------------------------------- the README's tour
+def readme_tour_cells() -> list[str]:
+    """The Python blocks of the README's "A short tour", in order: each is one notebook cell."""
+    text = (ROOT / "README.md").read_text()
+    tour = text.split("## A short tour", 1)[1].split("\n### ", 1)[0]
+    return [block.strip("\n") for block in re.findall(r"```python\n(.*?)```", tour, flags=re.S)]
+
+
+def test_the_readme_tour_runs_as_written(kernel_dir: Path, tmp_path: Path) -> None:
+    cells = readme_tour_cells()
+    assert len(cells) >= 5 and cells[0].startswith("%load_ext vastnb")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in [*cells, "%vast_down"]])
+    run_in_kernel(nb, tmp_path, kernel_dir, allow_errors=True)
+    errors = [(i, o["ename"], o["evalue"]) for i, cell in enumerate(nb.cells) for o in cell.outputs
+              if o["output_type"] == "error"]
+    assert errors == []
+
+    def text_of(fragment: str, kind: str) -> str:
+        cell = next(c for c in nb.cells if fragment in c.source)
+        return "".join(o.get("text", "") if kind == "stream" else o.get("data", {}).get("text/plain", "")
+                       for o in cell.outputs if o["output_type"] == kind)
+
+    assert "on worker 5" in text_of("await predict(5)", "stream")
+    assert re.fullmatch(r"\[w1\] \d+\n\[w2\] \d+", text_of("%%vast_run --all", "execute_result").strip())
+    assert "async def predict(x):" in (tmp_path / "deploy.py").read_text()
+

@@ -623,6 +623,26 @@ def test_a_plain_official_module_follows_the_same_hash_rules(standin: VastStandI
 # =========================================================================== deadlines
 
 
+def test_private_registry_login_goes_with_the_deployment(standin: VastStandIn) -> None:
+    app = vast_app(standin, "private")
+    app.image("registry.example.com/me/model:1", storage=16, docker_login_user="me", docker_login_pass="s3cret",
+              docker_login_repo="registry.example.com")
+
+    @app.remote()
+    async def f():  # type: ignore[no-untyped-def]
+        return 1
+
+    try:
+        app.vast_options["ready_timeout"] = 0.5  # type: ignore[attr-defined]  # no worker is started for it
+        with pytest.raises(WorkerStartError):
+            app.ensure_ready()
+        body = next(b for b in standin.calls_to("PUT", "/api/v0/deployments/") if b["name"] == "private")
+        assert (body["image"], body["docker_login_user"], body["docker_login_pass"], body["docker_login_repo"]) == (
+            "registry.example.com/me/model:1", "me", "s3cret", "registry.example.com")
+    finally:
+        app.shutdown()
+
+
 def test_a_call_with_no_ready_worker_ends_at_its_deadline(standin: VastStandIn) -> None:
     app = vast_app(standin, "idle")  # no worker is ever started for it
 

@@ -363,7 +363,7 @@ def _sdk_image(image: Any, copies: list[tuple[str, str]]) -> Any:
     """The SDK's ``Image`` with the settings of a vastnb ``Image``, plus vastnb's own files to ship."""
     from vastai.serverless.remote.base import Image as SdkImage
 
-    out = SdkImage(image._image, image._storage)
+    out = SdkImage(image._image, image._storage, **image._docker_login)
     out._envs = dict(image._envs)
     out._runs = list(image._runs)
     out._venv = image._venv

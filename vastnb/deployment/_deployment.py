@@ -102,9 +102,14 @@ class Deployment:
         _watch_notebook(self)
 
     # ================================================================== declaring
-    def image(self, from_image: str, storage: float = 50) -> Image:
-        """Set the image workers run on; returns it for chaining ``require``, ``pip_install``, …"""
-        self._image = Image(from_image, storage, on_change=self._on_image_change)
+    def image(self, from_image: str, storage: float = 50, **docker_login: str) -> Image:
+        """Set the image workers run on; returns it for chaining ``require``, ``pip_install``, …
+
+        ``storage`` is the disk in GB (the official SDK requires it; vastnb defaults to 50). For an image in a
+        private registry pass the official SDK's ``docker_login_user``, ``docker_login_pass`` and
+        ``docker_login_repo``: ``backend="vast"`` sends them with the deployment; the local backend needs none.
+        """
+        self._image = Image(from_image, storage, on_change=self._on_image_change, **docker_login)
         return self._image
 
     def remote(
@@ -269,21 +274,25 @@ class Deployment:
         """Start the deployment (if needed) and block until its workers are ready.
 
         Safe inside Jupyter's running event loop: the runtime runs on its own thread."""
-        fut = self._start_and_wait(progress)
-        fut.result()
+        fut, finish = self._start_and_wait(progress)
+        try:
+            fut.result()
+        finally:
+            finish()  # the bar's last line is drawn before ensure_ready returns
 
     async def async_ensure_ready(self) -> None:
-        await asyncio.wrap_future(self._start_and_wait(False))
+        await asyncio.wrap_future(self._start_and_wait(False)[0])
 
-    def _start_and_wait(self, progress: bool | None) -> "concurrent.futures.Future[None]":
+    def _start_and_wait(self, progress: bool | None) -> "tuple[concurrent.futures.Future[None], Callable[[], None]]":
         self._ensure_started()
         want = max(1, self._initial_target())
         fut = self._runtime.wait_ready(want)
         if progress is not False:
-            bar = self._progress(want, f"{self.name}: workers ready", unit="workers")
+            ready = {w.id for w in self.snapshot().workers if w.state.serving}  # a second ensure_ready starts here
+            bar = self._progress(want, f"{self.name}: workers ready", unit="workers", initial=min(len(ready), want))
             if bar is not None:
-                _follow_ready(self, fut, bar, want)
-        return fut
+                return fut, _follow_ready(self, fut, bar, want, ready)
+        return fut, lambda: None
 
     def _ensure_started(self) -> None:
         with self._lock:
@@ -480,13 +489,13 @@ class Deployment:
             self._dashboard = Dashboard(self)
         return self._dashboard
 
-    def _progress(self, total: int, description: str, unit: str = "calls") -> Any:
+    def _progress(self, total: int, description: str, unit: str = "calls", initial: int = 0) -> Any:
         try:
             from ..widgets.progress import Progress
         except ImportError:
             return None
         try:
-            return Progress(total, description, unit=unit)
+            return Progress(total, description, unit=unit, initial=initial)
         except Exception:  # noqa: BLE001 - progress is a nicety
             return None
 
@@ -524,25 +533,43 @@ def _default_name() -> str:
     return "notebook"
 
 
-def _follow_ready(app: Deployment, fut: "concurrent.futures.Future[None]", bar: Any, want: int) -> None:
-    """Keep a workers-ready progress bar up to date from the event stream until ready."""
+def _follow_ready(app: Deployment, fut: "concurrent.futures.Future[None]", bar: Any, want: int,
+                  ready: set[str]) -> Callable[[], None]:
+    """Keep a workers-ready progress bar (which counts ``ready`` already) up to date from the event stream;
+    returns what closes it."""
     from ..events import EventKind
 
-    seen: set[str] = set()
+    seen = set(list(ready)[:want])
+    lock = threading.Lock()
+    finished = False
+
+    def serving(worker_id: str) -> None:
+        with lock:
+            if finished or worker_id in seen or len(seen) >= want:
+                return
+            seen.add(worker_id)
+            bar.update(1)
 
     def on_event(event: Any) -> None:
         if event.kind == EventKind.WORKER and event.worker is not None and event.worker.state.serving:
-            if event.worker.id not in seen and len(seen) < want:
-                seen.add(event.worker.id)
-                bar.update(1)
+            serving(event.worker.id)
 
     unsubscribe = app.events.subscribe(on_event)
+    for worker in app.snapshot().workers:  # ready between the count above and the subscription
+        if worker.state.serving:
+            serving(worker.id)
 
-    def done(_f: Any) -> None:
+    def finish() -> None:
+        nonlocal finished
         unsubscribe()
-        bar.close()
+        ready = fut.done() and not fut.cancelled() and fut.exception() is None
+        with lock:
+            finished = True
+            if ready and len(seen) < want:  # ready by the runtime's count; some events may still be on their way
+                bar.update(want - len(seen))
+        bar.close(failed=not ready)
 
-    fut.add_done_callback(done)
+    return finish
 
 
 _ATEXIT = False

@@ -10,6 +10,10 @@ from ..errors import ConfigurationError
 __all__ = ["Image"]
 
 
+# The official SDK's private-registry credentials (``vastai.serverless.remote.base.DockerLogin``).
+DOCKER_LOGIN = ("docker_login_user", "docker_login_pass", "docker_login_repo")
+
+
 class Image:
     """What workers run on: base image, installs, environment, GPU requirements.
 
@@ -23,7 +27,8 @@ class Image:
     ``require`` is matched against this machine's GPUs.
     """
 
-    def __init__(self, from_image: str, storage: float = 50, *, on_change: Callable[[str], str | None] | None = None) -> None:
+    def __init__(self, from_image: str, storage: float = 50, *, on_change: Callable[[str], str | None] | None = None,
+                 **docker_login: str) -> None:
         from ..query import Query
 
         if not isinstance(from_image, str) or not from_image.strip():
@@ -32,8 +37,18 @@ class Image:
             )
         if isinstance(storage, bool) or not isinstance(storage, (int, float)) or storage <= 0:
             raise ConfigurationError(f"`storage` must be a positive number of GB. Instead got {storage!r}.")
+        unknown = sorted(set(docker_login) - set(DOCKER_LOGIN))
+        if unknown:
+            raise ConfigurationError(
+                f"image() got unknown argument(s) {', '.join(unknown)}. It takes from_image, storage and, for a private "
+                f"registry, the official SDK's {', '.join(DOCKER_LOGIN)}."
+            )
+        for key, value in docker_login.items():
+            if not isinstance(value, str) or not value:
+                raise ConfigurationError(f"`{key}` must be a non-empty string. Instead got a {type(value).__name__}.")
         self._image = from_image
         self._storage = storage
+        self._docker_login = dict(docker_login)  # sent to Vast with the deployment; never shown
         self._envs: dict[str, str] = {}
         self._runs: list[str | tuple[str, ...]] = []
         self._venv: str | None = None
@@ -143,6 +158,7 @@ class Image:
             "venv": self._venv,
             "ports": sorted(self._ports),
             "search_params": self.requirement.unparse_query(),
+            "docker_login": sorted(self._docker_login),  # which were given, not their values
         }
 
     def __repr__(self) -> str:

@@ -8,6 +8,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from .._magic_lines import without_comment
 from ..errors import ConfigurationError
 
 __all__ = ["Cell", "ExportError", "ParsedCell", "Statement", "parse_cells", "read_notebook"]
@@ -197,7 +198,7 @@ def parse_remote_line(line: str) -> RemoteMagic:
     """Read a ``%%vast_remote`` line the way the magic does (values stay source text)."""
     out = RemoteMagic()
     try:
-        words = shlex.split(line)
+        words = shlex.split(without_comment(line))
     except ValueError as exc:
         raise ExportError(f"%%vast_remote {line}: cannot split the options ({exc}).") from None
     i = 0
@@ -229,7 +230,7 @@ class DeploymentMagic:
 
 def parse_deployment_line(line: str) -> DeploymentMagic:
     try:
-        words = shlex.split(line)
+        words = shlex.split(without_comment(line))
     except ValueError as exc:
         raise ExportError(f"%vast_deployment {line}: cannot split the options ({exc}).") from None
     values: dict[str, Any] = {"name": None, "tag": None, "var": "app", "backend": None}

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import enum
 from dataclasses import dataclass, field
 
+from .._magic_lines import python_without_comment
 from ._cells import DEFINING_MAGICS, ExportError, ParsedCell, Statement, parse_deployment_line, parse_remote_line
 from ._scope import Names, analyse, expression_names, has_top_level_await, mutated_name
 
@@ -265,7 +267,7 @@ def classify(cells: list[ParsedCell], aliases: Aliases, warnings: list[str]) -> 
         if not exported_cell(pc):
             continue
         first_async = True
-        for st in pc.statements:
+        for st in (part for whole in pc.statements for part in _split_mixed_import(whole)):
             unit = _classify(st, pc, aliases, app_vars, image_vars, warnings, first_async)
             if unit.remote is not None and pc.magic == "vast_remote":
                 first_async = False
@@ -285,6 +287,19 @@ def classify(cells: list[ParsedCell], aliases: Aliases, warnings: list[str]) -> 
     return units
 
 
+def _split_mixed_import(st: Statement) -> list[Statement]:
+    """``import os, vastnb`` as two statements: the vastnb import (left out) and the rest (kept)."""
+    node = st.node
+    if not isinstance(node, ast.Import) or _is_vastnb_import(node):
+        return [st]
+    ours = [a for a in node.names if _is_vastnb_import(ast.Import(names=[a]))]
+    if not ours:
+        return [st]
+    others = [a for a in node.names if a not in ours]
+    return [dataclasses.replace(st, node=ast.Import(names=names), text=ast.unparse(ast.Import(names=names)))
+            for names in (ours, others)]
+
+
 def _classify(
     st: Statement, pc: ParsedCell, aliases: Aliases, app_vars: set[str], image_vars: set[str],
     warnings: list[str], first_async: bool,
@@ -302,11 +317,6 @@ def _classify(
         return unit
     if isinstance(node, (ast.Import, ast.ImportFrom)):
         unit.kind = Kind.IMPORT
-        if isinstance(node, ast.Import) and any(_is_vastnb_import(ast.Import(names=[a])) for a in node.names):
-            # `import vastnb, os`: keep the rest
-            others = [a for a in node.names if not _is_vastnb_import(ast.Import(names=[a]))]
-            st.text = ast.unparse(ast.Import(names=others))
-            unit.names = analyse(ast.Import(names=others))
         return unit
 
     magic = _line_magic(node)
@@ -475,7 +485,7 @@ def _context_decl(st: Statement, node: ast.ClassDef, pc: ParsedCell, app_vars: s
         return ContextDecl(node.name, node, args, others, _EMPTY)
     if pc.magic != "vast_context":
         return None
-    args = pc.magic_line.strip()
+    args = python_without_comment(pc.magic_line).strip()
     read: set[str] = set()
     if args:
         try:

@@ -114,9 +114,18 @@ class _Renderer:
         source = given.get("from_image", '""')
         storage = given.get("storage", _DEFAULT_STORAGE)
         extra = {k: v for k, v in given.items() if k not in names}
-        if extra:
+        login = [k for k in extra if k.startswith("docker_login_")]
+        if login:
             self.warnings.append(
-                f"app.image(...) arguments {', '.join(extra)} ({unit.where}) are not exported: the worker-side "
+                f"app.image(...) arguments {', '.join(login)} ({unit.where}) are not exported: the official SDK's "
+                "worker-side image() has no docker_login_* parameters, so the exported file would fail on the "
+                "worker. Give the registry login to the endpoint on Vast, or deploy from the notebook with "
+                "backend=\"vast\" (vastnb sends it with the deployment)."
+            )
+        other = [k for k in extra if k not in login]
+        if other:
+            self.warnings.append(
+                f"app.image(...) arguments {', '.join(other)} ({unit.where}) are not exported: the worker-side "
                 "image() takes only the image and its storage."
             )
         return f"{self.app}.image({source}, storage={storage})"

@@ -26,13 +26,21 @@ __all__ = ["VastMagics", "load_ipython_extension", "unload_ipython_extension"]
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """Register the magics on ``ipython``."""
-    ipython.register_magics(VastMagics(ipython))
+    """Register the magics on ``ipython``, and note which cells raise (``%vast_export`` leaves those out)."""
+    magics = VastMagics(ipython)
+    ipython.register_magics(magics)
+    ipython.events.register("post_run_cell", magics.note_cell_result)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
     """Remove the magics again (``%unload_ext vastnb``)."""
     manager = ipython.magics_manager
+    magics = manager.registry.get(VastMagics.__name__)
+    if magics is not None:
+        try:
+            ipython.events.unregister("post_run_cell", magics.note_cell_result)
+        except ValueError:
+            pass  # registered by an older load, or by hand
     for kind, names in VastMagics.magics.items():
         for name in names:
             manager.magics[kind].pop(name, None)

@@ -8,6 +8,8 @@ from IPython.core.error import UsageError
 from IPython.core.magic_arguments import argument
 from IPython.utils.process import arg_split
 
+from .._magic_lines import without_comment
+
 __all__ = ["help_argument", "parse", "python_names", "wants_help"]
 
 # Shared argument: every magic answers --help (IPython's parsers leave it out).
@@ -37,7 +39,7 @@ def parse(magic: Callable[..., Any], name: str, line: str) -> Any:
     """Parse a magic's argument line; ``None`` after showing ``--help``. Mistakes are ``UsageError`` with the usage."""
     parser = magic.parser  # type: ignore[attr-defined]
     try:
-        tokens = arg_split(line, posix=True)
+        tokens = arg_split(without_comment(line), posix=True)
     except ValueError as exc:
         raise UsageError(f"{name}: cannot read the arguments {line.strip()!r} ({exc}).\n{_usage(parser)}") from None
     if "-h" in tokens or "--help" in tokens:
@@ -65,4 +67,4 @@ def python_names(option: str, values: list[str] | None) -> list[str]:
 
 
 def wants_help(line: str) -> bool:
-    return line.strip() in ("-h", "--help")
+    return without_comment(line).strip() in ("-h", "--help")

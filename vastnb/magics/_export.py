@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ast
 import os
-from typing import Any
+from typing import Any, Collection
 
 __all__ = ["history_cells", "notebook_path"]
 
@@ -17,16 +17,21 @@ def notebook_path(shell: Any) -> str | None:
     return None
 
 
-def history_cells(shell: Any, *, skip_current: bool = True) -> list[str]:
-    """This session's inputs (``In``) in order, keeping only the last definition of each name.
+def history_cells(shell: Any, *, skip_current: bool = True,
+                  failed: Collection[tuple[int, str]] = ()) -> tuple[list[str], list[int]]:
+    """This session's inputs (``In``) in order, keeping only the last definition of each name; and the ``N`` of
+    each ``In[N]`` left out because ``failed`` lists it (``(N, text)``: the cells that raised; the text guards
+    against a history that was reset since).
 
-    A cell that only defines functions and classes is dropped when every one of
-    them is defined again by a later cell (an edited and re-run cell); a cell
+    A cell that raised is left out (its fixed version is usually run next). A cell that only defines functions and
+    classes is dropped when every one of them is defined again by a later cell (an edited and re-run cell); a cell
     that repeats a later cell exactly, or is empty, is dropped too. Cells that define nothing (calls, prints,
     status magics) are kept in order; the export module decides what they mean.
     """
     raw = list(getattr(shell.history_manager, "input_hist_raw", []) or shell.user_ns.get("In", []))
-    cells = [c for c in raw[1:] if c and c.strip()]  # In[0] is always ""
+    numbered = [(n, c) for n, c in enumerate(raw) if n > 0 and c and c.strip()]  # In[0] is always ""
+    raised = [n for n, c in numbered if (n, c.rstrip("\n")) in failed and not _only_export(c)]
+    cells = [c for n, c in numbered if (n, c.rstrip("\n")) not in failed]
     if skip_current and cells and "%vast_export" in cells[-1]:
         cells = cells[:-1]
     cells = [c for c in cells if not _only_export(c)]
@@ -40,7 +45,7 @@ def history_cells(shell: Any, *, skip_current: bool = True) -> list[str]:
         if names and all(any(n in d for d in defined[i + 1:]) for n in names):
             continue
         keep.append(cell)
-    return keep
+    return keep, raised
 
 
 def _only_export(cell: str) -> bool:

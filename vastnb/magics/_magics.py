@@ -19,6 +19,7 @@ from IPython.core.magic_arguments import argument, argument_group, magic_argumen
 
 from ..deployment import Deployment
 from ..errors import ConfigurationError, SerializationError, VastnbError
+from .._magic_lines import python_without_comment
 from ._args import help_argument, parse, python_names, wants_help
 from ._bench import benchmark_request, benchmark_target
 from ._cells import compile_cell, format_remote_failure, run_in_user_namespace, show_short
@@ -37,6 +38,12 @@ class VastMagics(Magics):
         self._app: Deployment | None = None
         self._var = DEFAULT_VAR
         self._known: dict[str, Deployment] = {}
+        self._failed_cells: set[tuple[int, str]] = set()  # (N of In[N], its text) of the cells that raised
+
+    def note_cell_result(self, result: Any) -> None:
+        """IPython's ``post_run_cell`` event: remember the cells that raised, for ``%vast_export``."""
+        if not result.success and result.execution_count and result.info is not None:
+            self._failed_cells.add((result.execution_count, result.info.raw_cell.rstrip("\n")))  # as history keeps it
 
     @property
     def _ns(self) -> dict[str, Any]:
@@ -212,7 +219,7 @@ class VastMagics(Magics):
         return None
 
     def _constructor_arguments(self, line: str) -> tuple[tuple, dict]:
-        text = line.strip()
+        text = python_without_comment(line).strip()
         if not text:
             return (), {}
         try:
@@ -546,7 +553,11 @@ class VastMagics(Magics):
             else:
                 app = self._app or self._ns.get(self._var)
                 name = app.name if isinstance(app, Deployment) else None
-                result = export.export_cells(history_cells(self.shell), name=name, origin="this session's cells", **options)
+                cells, raised = history_cells(self.shell, failed=self._failed_cells)
+                if raised:
+                    listed = ", ".join(f"In[{n}]" for n in raised)
+                    print(f"vastnb: left out the cell(s) that raised: {listed}.")
+                result = export.export_cells(cells, name=name, origin="this session's cells", **options)
         except (ConfigurationError, SerializationError) as exc:
             raise UsageError(f"%vast_export: {exc}") from None
         if result.written or args.check:

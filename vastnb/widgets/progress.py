@@ -132,6 +132,7 @@ class Progress:
         file: IO[str] | None = None,
         line_interval: float = 5.0,
         display: bool = True,
+        initial: int = 0,
     ) -> None:
         if mode not in (None, "widget", "text"):
             raise ValueError(f"Progress mode must be 'widget', 'text' or None (automatic). Instead got {mode!r}.")
@@ -139,7 +140,7 @@ class Progress:
         self.unit = unit
         self.mode = mode or ("widget" if h.widget_frontend() else "text")
         self._total = total
-        self.n = 0
+        self.n = initial  # already done when the bar starts (drawn with the first update or close)
         self.postfix = ""
         self.failed = False
         self.closed = False
