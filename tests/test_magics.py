@@ -42,6 +42,19 @@ class Counter:
 '''
 
 
+MODEL_WITH_ARGUMENTS = textwrap.dedent("""\
+    class Model:
+        def __init__(self, path, dtype="fp32"):
+            self.path, self.dtype = path, dtype
+
+        async def __aenter__(self):
+            return self
+
+        async def __aexit__(self, *exc):
+            pass
+    """)
+
+
 # ====================================================================== fixtures
 @pytest.fixture
 def ip() -> Iterator[Any]:
@@ -239,17 +252,7 @@ def test_a_trailing_comment_on_a_magic_line_is_a_comment(ip: Any, capsys: pytest
     assert (ip.user_ns["o"].name, ip.user_ns["o"].tag) == ("other", "blue#1")  # inside a word: kept
     ip.run_line_magic("vast_deployment", "demo")
     ip.user_ns["DTYPE"] = "bf16"
-    ip.run_cell_magic("vast_context", '"weights.pt", dtype=DTYPE  # the weights (x)', textwrap.dedent("""\
-        class Model:
-            def __init__(self, path, dtype="fp32"):
-                self.path, self.dtype = path, dtype
-
-            async def __aenter__(self):
-                return self
-
-            async def __aexit__(self, *exc):
-                pass
-        """))
+    ip.run_cell_magic("vast_context", '"weights.pt", dtype=DTYPE  # the weights (x)', MODEL_WITH_ARGUMENTS)
     assert ip.user_ns["app"]._contexts["Model"][1:] == (("weights.pt",), {"dtype": "bf16"})
     ip.run_cell_magic("vast_remote", "--benchmark-dataset '[{\"x\": \"#2\"}]' --retries 0  # --retries 5",
                       "async def f(x):\n    return x\n")
@@ -463,17 +466,7 @@ def test_editing_a_context_cell_reenters_only_that_context(running: Any) -> None
 def test_vast_context_arguments_are_evaluated_in_the_notebook(ip: Any) -> None:
     ip.run_line_magic("vast_deployment", "demo")
     ip.user_ns["DTYPE"] = "bf16"
-    ip.run_cell_magic("vast_context", '"weights.pt", dtype=DTYPE', textwrap.dedent("""\
-        class Model:
-            def __init__(self, path, dtype="fp32"):
-                self.path, self.dtype = path, dtype
-
-            async def __aenter__(self):
-                return self
-
-            async def __aexit__(self, *exc):
-                pass
-        """))
+    ip.run_cell_magic("vast_context", '"weights.pt", dtype=DTYPE', MODEL_WITH_ARGUMENTS)
     app = ip.user_ns["app"]
     assert app.contexts == {"Model": ip.user_ns["Model"]}
     assert app._contexts["Model"][1:] == (("weights.pt",), {"dtype": "bf16"})
