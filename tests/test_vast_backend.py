@@ -536,10 +536,16 @@ def test_logs_and_offers_through_the_sdk(standin: VastStandIn, live: dict[str, A
 # =========================================================================== deploying: the SDK's content hash decides
 
 
-def _deploy(app: vastnb.Deployment) -> Any:
+def _started(app: vastnb.Deployment) -> VastBackend:
+    """A Vast backend of ``app``, started (deploying); the caller shuts it down."""
     app.sync()
     backend = VastBackend(app)
     backend.start()
+    return backend
+
+
+def _deploy(app: vastnb.Deployment) -> Any:
+    backend = _started(app)
     try:
         return backend.wait_deployed(30)
     finally:
@@ -801,16 +807,22 @@ def test_shutdown_stops_polling_and_heartbeats_and_tears_down(standin: VastStand
     app.shutdown()  # idempotent
 
 
+def test_autoscaler_instance_from_configure_autoscaling_reaches_the_vast_backend(standin: VastStandIn) -> None:
+    app = vast_app(standin, "instance")
+    assert VastBackend(app).autoscaler_instance == "prod"  # the SDK's default
+    app.configure_autoscaling(autoscaler_instance="alpha")
+    assert VastBackend(app).autoscaler_instance == "alpha"
+    app.vast_options["autoscaler_instance"] = "beta"  # type: ignore[attr-defined]
+    assert VastBackend(app).autoscaler_instance == "beta"
+
+
 def test_keep_endpoint_leaves_it_running(standin: VastStandIn) -> None:
     app = vast_app(standin, "kept")
-    app.sync()
-    backend = VastBackend(app)
-    backend.start()
+    backend = _started(app)
     result = backend.wait_deployed(30)
     backend.shutdown(keep_endpoint=True)
     assert result.endpoint_id in standin.endpoints and result.deployment_id in standin.deployments
-    again = VastBackend(app)
-    again.start()
+    again = _started(app)
     again.wait_deployed(30)
     again.shutdown()
     assert result.endpoint_id not in standin.endpoints and result.deployment_id not in standin.deployments
@@ -818,9 +830,7 @@ def test_keep_endpoint_leaves_it_running(standin: VastStandIn) -> None:
 
 def test_teardown_failure_is_loud(standin: VastStandIn) -> None:
     app = vast_app(standin, "sticky")
-    app.sync()
-    backend = VastBackend(app)
-    backend.start()
+    backend = _started(app)
     result = backend.wait_deployed(30)
     standin.api_key, real = "rotated-" + standin.api_key, standin.api_key  # the key stops working
     try:
@@ -833,8 +843,7 @@ def test_teardown_failure_is_loud(standin: VastStandIn) -> None:
     assert text.endswith(f"It may still be running and cost money: delete it with `vastai delete endpoint "
                          f"{result.endpoint_id}` or in the console (https://cloud.vast.ai/serverless/).")
     assert real not in text and backend.state == "shut down"
-    cleanup = VastBackend(app)
-    cleanup.start()
+    cleanup = _started(app)
     cleanup.wait_deployed(30)
     cleanup.shutdown()
 

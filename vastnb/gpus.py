@@ -69,16 +69,12 @@ CATALOG: dict[str, GpuModel] = {
 }
 
 
-def _key(name: str) -> str:
-    return " ".join(name.replace("_", " ").split()).casefold()
-
-
-_BY_NAME = {_key(model.name): model for model in CATALOG.values()}
+_BY_NAME = {_query._norm_text(model.name): model for model in CATALOG.values()}
 
 
 def by_name(name: str) -> GpuModel | None:
     """The catalog entry for a Vast GPU name (``"RTX 4090"``, any case, ``_`` for spaces), or None."""
-    return _BY_NAME.get(_key(name))
+    return _BY_NAME.get(_query._norm_text(name))
 
 
 # --------------------------------------------------------------------------- nvidia-smi names

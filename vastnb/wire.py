@@ -369,8 +369,7 @@ class Connection:
         except (asyncio.IncompleteReadError, ConnectionError):
             answer = b""
         if answer != b"OK":
-            writer.close()
-            await writer.wait_closed()
+            await _close(writer)
             raise ConnectionRefusedError("the worker refused the handshake (wrong secret?)")
         return cls(reader, writer, use_shm=use_shm)
 

@@ -209,7 +209,6 @@ class SdkSession:
         self.autoscaler_url: str = self.client.autoscaler_url.rstrip("/")
         self.managed: Any = None  # ManagedDeployment after deploy()
         self.endpoint: Any = None  # routing Endpoint
-        self.endpoint_key: str | None = None
         _install_log_redaction()
 
     async def open(self) -> None:
@@ -276,7 +275,6 @@ class SdkSession:
             from vastai.serverless.client.endpoint import Endpoint
 
             data = await self.endpoint_data()
-            self.endpoint_key = data.api_key
             self.endpoint = Endpoint(client=self.client, data=data)
         return self.endpoint
 
@@ -303,11 +301,6 @@ class SdkSession:
         if isinstance(rows, dict):  # "endpoint may not be ready for query" (as the SDK treats it)
             return []
         return [(Worker.from_dict(r), r) for r in rows or [] if isinstance(r, dict) and r.get("id") is not None]
-
-    async def workergroup_id(self) -> int | None:
-        found = await guarded("finding the endpoint's workergroup",
-                              self.client.find_workergroup_for_endpoint(self.managed.endpoint_id))
-        return int(found) if found is not None else None
 
     async def heartbeat(self) -> None:
         """POST the deployment's ttl heartbeat (the SDK's route; its own helper has no timeout)."""

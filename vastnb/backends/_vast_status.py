@@ -106,7 +106,6 @@ class StatusTracker:
         self.lock = threading.Lock()
         self.history: collections.deque[tuple[float, dict[str, int]]] = collections.deque(maxlen=1200)
         self.endpoint: Any = None  # EndpointData.config of the last poll
-        self.last_error: str | None = None
         self.code_version: Callable[[WorkerView], str] = lambda view: ""
 
     # ------------------------------------------------------------------ inputs

@@ -9,6 +9,7 @@ notice.
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import time
@@ -80,7 +81,7 @@ class AutoscalerPolicy:
 
         fresh = runtime.arrivals_total - self.seen
         if fresh > 0:
-            for t, w in list(runtime.arrivals)[-fresh:]:
+            for t, w in reversed(list(itertools.islice(reversed(runtime.arrivals), fresh))):  # the new ones only
                 self.meter.record(t, w)
             self.seen = runtime.arrivals_total
         workers = tuple(
@@ -101,6 +102,5 @@ class AutoscalerPolicy:
         settings = self.app.autoscaling
         rec, self.state = decide(self.view(runtime, now), settings, self.state)
         runtime.drain_hint = tuple(rec.stop)
-        last = runtime.decisions[-1] if runtime.decisions else None
-        runtime.autoscaler = rec.to_snapshot(settings, last if rec.target == runtime.target else None)
+        runtime.autoscaler = rec.to_snapshot(settings)  # snapshot() shows the runtime's last decision with it
         return rec.target, rec.reason

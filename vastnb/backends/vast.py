@@ -80,7 +80,8 @@ class VastBackend:
         self.name: str = app.name
         self.webserver_url: str | None = opts.get("webserver_url") or os.environ.get("VAST_URL")
         self.autoscaler_url: str | None = opts.get("autoscaler_url") or os.environ.get("VASTNB_AUTOSCALER_URL")
-        self.autoscaler_instance: str = opts.get("autoscaler_instance", "prod")
+        self.autoscaler_instance: str = (opts.get("autoscaler_instance") or getattr(app, "_autoscaler_instance", None)
+                                         or "prod")
         self.ready_timeout = float(opts.get("ready_timeout", 1200.0))
         self.poll_interval = float(opts.get("poll_interval", 2.0))
         self.max_poll_interval = float(opts.get("max_poll_interval", 30.0))
@@ -88,8 +89,6 @@ class VastBackend:
         self.cell_timeout = float(opts.get("cell_timeout", 600.0))
         self.eager_code: bool = bool(opts.get("eager_code", True))
         self._explicit_key: str | None = opts.get("api_key") or getattr(app, "_api_key", None)
-        settings = getattr(app, "autoscaling", None)
-        self.target: int = max(1, int(getattr(settings, "cold_workers", 1) or 1))
         self.state = "declared"
         self.deploy_result: DeployResult | None = None
         self.functions: dict[str, FunctionSpec] = dict(app._specs)

@@ -86,7 +86,7 @@ class Deployment:
         self._functions: dict[str, RemoteFunction] = {}
         self._contexts: dict[str, tuple[type, tuple, dict]] = {}
         self._autoscaling = AutoscalingSettings()
-        self._autoscaling_set: dict[str, Any] = {}
+        self._autoscaler_instance: str | None = None  # configure_autoscaling(autoscaler_instance=...)
         self.events = EventBus()
         self._runtime: Any = None
         self._state = DeploymentState.DECLARED
@@ -194,18 +194,12 @@ class Deployment:
     def configure_autoscaling(self, **kwargs: Any) -> None:
         """Set autoscaling parameters (Vast's names); later calls update earlier ones.
 
-        ``autoscaler_instance`` (an official SDK option naming Vast's autoscaler) is kept
-        for the Vast backend and export, and has no meaning locally."""
+        ``autoscaler_instance`` (an official SDK option naming Vast's autoscaler) is used by
+        the Vast backend, and has no meaning locally."""
         instance = kwargs.pop("autoscaler_instance", None)
         self._autoscaling = self._autoscaling.merged(**kwargs)
-        self._autoscaling_set.update(kwargs)
         if instance is not None:
-            self._autoscaling_set["autoscaler_instance"] = instance
-
-    @property
-    def autoscaling_declared(self) -> dict[str, Any]:
-        """Exactly the autoscaling keywords the user set (what the official SDK would send)."""
-        return dict(self._autoscaling_set)
+            self._autoscaler_instance = str(instance)
 
     @property
     def autoscaling(self) -> Any:
@@ -288,10 +282,7 @@ class Deployment:
         want = max(1, self._initial_target())
         fut = self._runtime.wait_ready(want)
         if progress is not False:
-            ready = {w.id for w in self.snapshot().workers if w.state.serving}  # a second ensure_ready starts here
-            bar = self._progress(want, f"{self.name}: workers ready", unit="workers", initial=min(len(ready), want))
-            if bar is not None:
-                return fut, _follow_ready(self, fut, bar, want, ready)
+            return fut, _follow_ready(self, fut, want)
         return fut, lambda: None
 
     def _ensure_started(self) -> None:
@@ -533,14 +524,16 @@ def _default_name() -> str:
     return "notebook"
 
 
-def _follow_ready(app: Deployment, fut: "concurrent.futures.Future[None]", bar: Any, want: int,
-                  ready: set[str]) -> Callable[[], None]:
-    """Keep a workers-ready progress bar (which counts ``ready`` already) up to date from the event stream;
-    returns what closes it."""
+def _follow_ready(app: Deployment, fut: "concurrent.futures.Future[None]", want: int) -> Callable[[], None]:
+    """A workers-ready progress bar, kept up to date from the event stream; returns what closes it.
+
+    The bar starts from the workers already serving (a second ``ensure_ready`` shows them at once).
+    """
     from ..events import EventKind
 
-    seen = set(list(ready)[:want])
+    seen: set[str] = set()
     lock = threading.Lock()
+    bar: Any = None
     finished = False
 
     def serving(worker_id: str) -> None:
@@ -548,16 +541,22 @@ def _follow_ready(app: Deployment, fut: "concurrent.futures.Future[None]", bar: 
             if finished or worker_id in seen or len(seen) >= want:
                 return
             seen.add(worker_id)
-            bar.update(1)
+            if bar is not None:
+                bar.update(1)
 
     def on_event(event: Any) -> None:
         if event.kind == EventKind.WORKER and event.worker is not None and event.worker.state.serving:
             serving(event.worker.id)
 
     unsubscribe = app.events.subscribe(on_event)
-    for worker in app.snapshot().workers:  # ready between the count above and the subscription
+    for worker in app.snapshot().workers:
         if worker.state.serving:
             serving(worker.id)
+    with lock:
+        bar = app._progress(want, f"{app.name}: workers ready", unit="workers", initial=len(seen))
+    if bar is None:
+        unsubscribe()
+        return lambda: None
 
     def finish() -> None:
         nonlocal finished

@@ -56,7 +56,6 @@ class RemoteDecl:
     node: ast.AsyncFunctionDef | ast.FunctionDef
     options: dict[str, Option]
     other_decorators: list[str]
-    magic: bool
     option_names: Names  # names the option expressions read (magic style; plain style has them in the unit)
 
 
@@ -443,7 +442,7 @@ def _remote_decl(
                                     "exported; pass the options by name.")
                     continue
                 options[kw.arg] = Option(kw.arg, st.segment(kw.value), kw.value)
-        return RemoteDecl(node.name, node, options, others, magic=False, option_names=_EMPTY)
+        return RemoteDecl(node.name, node, options, others, option_names=_EMPTY)
     if pc.magic != "vast_remote" or not isinstance(node, ast.AsyncFunctionDef):
         return None
     line = parse_remote_line(pc.magic_line)
@@ -473,7 +472,7 @@ def _remote_decl(
         read |= names.eager | names.lazy
         text = source.strip()
         options[key] = Option(key, text, expr, standalone=True)
-    return RemoteDecl(node.name, node, options, others, magic=True,
+    return RemoteDecl(node.name, node, options, others,
                       option_names=Names(frozenset(), frozenset(read), frozenset()))
 
 

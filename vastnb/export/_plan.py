@@ -7,7 +7,7 @@ import builtins
 from dataclasses import dataclass, field
 
 from ._cells import ExportError, ParsedCell
-from ._model import Aliases, Kind, Unit, classify, exported_cell
+from ._model import Aliases, Kind, Unit, _py_str, classify, exported_cell
 from ._scope import analyse
 
 __all__ = ["Plan", "make_plan"]
@@ -136,7 +136,7 @@ def make_plan(cells: list[ParsedCell], *, default_name: str) -> Plan:
 
     deployment = _the_deployment(units)
     if deployment.deployment is not None and "name" not in deployment.deployment.kept:
-        deployment.deployment.kept = {"name": _json(default_name), **deployment.deployment.kept}
+        deployment.deployment.kept = {"name": _py_str(default_name), **deployment.deployment.kept}
         deployment.deployment.name_node = ast.Constant(default_name)
     header = [u for u in units if u.kind in _HEADER and (u.kind is not Kind.DEPLOYMENT or u is deployment)]
 
@@ -212,12 +212,6 @@ def _check_calculators(plan: Plan) -> None:
                 f"request counts as 100. Give it {remote.name}'s parameters: def {calc.name}"
                 f"({', '.join(fn_params)}): ..."
             )
-
-
-def _json(value: str) -> str:
-    import json
-
-    return json.dumps(value, ensure_ascii=False)
 
 
 def _the_deployment(units: list[Unit]) -> Unit:

@@ -6,9 +6,10 @@ import ast
 import textwrap
 from dataclasses import dataclass
 
+from ..query import RAW_UNIT_FACTORS
 from ._cells import Statement
 from ._model import BENCHMARK_OPTIONS, CLIENT_REMOTE_OPTIONS, OFFICIAL_IMAGE_METHODS, SERVE_ONLY_OPTIONS, Kind, Option, Unit
-from ._plan import Plan
+from ._plan import Plan, _required_parameters
 from ._wire import WireWarning
 
 __all__ = ["render_client", "render_module"]
@@ -25,14 +26,6 @@ _DEFAULT_STORAGE = "50"  # vastnb's Deployment.image() default; the official ima
 _WIDTH = 100
 
 
-def _raw_unit_factors() -> dict[str, float]:
-    try:
-        from ..query import RAW_UNIT_FACTORS
-    except ImportError:  # pragma: no cover - vastnb.query ships with vastnb
-        return {"cpu_ram": 1000, "gpu_ram": 1000, "gpu_total_ram": 1000, "duration": 86400}
-    return dict(RAW_UNIT_FACTORS)
-
-
 @dataclass
 class _Block:
     text: str
@@ -47,7 +40,7 @@ class _Renderer:
         self.app = plan.deployment.deployment.var if plan.deployment.deployment else "app"
         self.query_imports: dict[str, str] = {}  # alias -> vastai.data.query name
         self.needs_serve_only = False
-        self.factors = _raw_unit_factors()
+        self.factors = dict(RAW_UNIT_FACTORS)
         self.warnings: list[str] = []
 
     # ------------------------------------------------------------------ header
@@ -510,10 +503,7 @@ def _example_call(plan: Plan, unit: Unit) -> tuple[str, list[str]]:
             return f"print(await {fn}(**{expr.id}[0]))", [expr.id]
     if generator is not None and isinstance(generator.node, ast.Name):
         return f"print(await {fn}(**{generator.node.id}()))", [generator.node.id]
-    args = node.args
-    positional = [*args.posonlyargs, *args.args]
-    required = [a.arg for a in positional[: len(positional) - len(args.defaults)]]
-    required += [a.arg for a, d in zip(args.kwonlyargs, args.kw_defaults) if d is None]
+    required = _required_parameters(node)
     if not required:
         return f"print(await {fn}())", []
     placeholder = ", ".join(f"{p}=..." for p in required)

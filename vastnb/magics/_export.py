@@ -17,8 +17,7 @@ def notebook_path(shell: Any) -> str | None:
     return None
 
 
-def history_cells(shell: Any, *, skip_current: bool = True,
-                  failed: Collection[tuple[int, str]] = ()) -> tuple[list[str], list[int]]:
+def history_cells(shell: Any, *, failed: Collection[tuple[int, str]] = ()) -> tuple[list[str], list[int]]:
     """This session's inputs (``In``) in order, keeping only the last definition of each name; and the ``N`` of
     each ``In[N]`` left out because ``failed`` lists it (``(N, text)``: the cells that raised; the text guards
     against a history that was reset since).
@@ -29,10 +28,16 @@ def history_cells(shell: Any, *, skip_current: bool = True,
     status magics) are kept in order; the export module decides what they mean.
     """
     raw = list(getattr(shell.history_manager, "input_hist_raw", []) or shell.user_ns.get("In", []))
-    numbered = [(n, c) for n, c in enumerate(raw) if n > 0 and c and c.strip()]  # In[0] is always ""
-    raised = [n for n, c in numbered if (n, c.rstrip("\n")) in failed and not _only_export(c)]
-    cells = [c for n, c in numbered if (n, c.rstrip("\n")) not in failed]
-    if skip_current and cells and "%vast_export" in cells[-1]:
+    cells: list[str] = []
+    raised: list[int] = []
+    for n, cell in enumerate(raw[1:], start=1):  # In[0] is always ""
+        if not cell or not cell.strip():
+            continue
+        if (n, cell.rstrip("\n")) not in failed:
+            cells.append(cell)
+        elif not _only_export(cell):
+            raised.append(n)
+    if cells and "%vast_export" in cells[-1]:  # the running cell
         cells = cells[:-1]
     cells = [c for c in cells if not _only_export(c)]
     defined = [_defined_names(c) for c in cells]

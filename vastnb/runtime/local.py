@@ -157,7 +157,6 @@ class LocalRuntime:
         self._dirty: set[str] = set()
         self._flush_scheduled = False
         self._control_task: asyncio.Task | None = None
-        self.stats_extra: dict[str, Any] = {}
         self.arrivals_total = 0
         self.drain_hint: tuple[str, ...] = ()  # which idle workers the policy would drain first
         self.autoscaler: AutoscalerSnapshot | None = None  # the policy's latest figures
@@ -218,11 +217,11 @@ class LocalRuntime:
             autoscaler=figures or AutoscalerSnapshot(
                 load=self.load_rate(),
                 capacity=self.capacity(),
-                target_util=float(self.stats_extra.get("target_util", 0.9)),
+                target_util=0.9,
                 queue_time=self.recent_queue_time(),
-                target_queue_time=self.stats_extra.get("target_queue_time"),
+                target_queue_time=None,
                 target_workers=self.target,
-                max_workers=int(self.stats_extra.get("max_workers", self.target)),
+                max_workers=self.target,
                 last_decision=last,
             ),
             decisions=tuple(self.decisions),

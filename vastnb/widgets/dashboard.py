@@ -117,7 +117,7 @@ def _capacity(snapshot: DeploymentSnapshot) -> float:
 # --- HTML sections ---------------------------------------------------------------------------
 
 
-def header_html(snapshot: DeploymentSnapshot, now: float | None = None) -> str:
+def header_html(snapshot: DeploymentSnapshot) -> str:
     """Name, backend, state and the headline figures."""
     a = snapshot.autoscaler
     counts = _counts(snapshot)
@@ -355,10 +355,10 @@ def autoscaling_html(snapshot: DeploymentSnapshot, samples: Sequence[Sample] = (
         h.panel(left, title="Load & capacity", min_width=330, sub=True),
         h.panel(right, title="Workers by state", note=f"last {h.fmt_seconds(WINDOW).replace(' 00s', '')}", min_width=360, sub=True),
     )
-    return h.panel(charts + decisions_html(snapshot, now=t), title="Autoscaling", note=target)
+    return h.panel(charts + decisions_html(snapshot), title="Autoscaling", note=target)
 
 
-def decisions_html(snapshot: DeploymentSnapshot, now: float | None = None) -> str:
+def decisions_html(snapshot: DeploymentSnapshot) -> str:
     """The last autoscaler decisions, newest first, each with its reason."""
     decisions = list(snapshot.decisions[-MAX_DECISIONS:])[::-1]
     if not decisions:
@@ -380,7 +380,7 @@ def sections_html(snapshot: DeploymentSnapshot, samples: Sequence[Sample] = (), 
     """Every section's HTML by name, in display order (what the widget's children show)."""
     t = _now(snapshot, now)
     return {
-        "header": header_html(snapshot, now=t),
+        "header": header_html(snapshot),
         "workers": workers_html(snapshot, now=t, max_stopped=max_stopped),
         "errors": errors_html(snapshot, max_stopped=max_stopped),
         "startup": h.row(coldstart_html(snapshot, now=t, max_stopped=max_stopped), benchmarks_html(snapshot, max_stopped=max_stopped)),
