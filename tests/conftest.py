@@ -12,6 +12,7 @@ import pytest
 import vastnb
 
 _names = itertools.count(1)
+collect_ignore_glob = ["*.ipynb"]  # notebooks under tests/ are fixtures, run by the tests that use them
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ def test_call_timeout(make_app):
     async def sleepy():
         await asyncio.sleep(10)
 
+    app.ensure_ready(progress=False)  # the timeout runs from the call; a cold start must not eat it
     with pytest.raises(CallTimeout) as info:
         sleepy.call()
     assert str(info.value) == ("sleepy() did not finish within its timeout of 0.5 s (it was on worker w1). "

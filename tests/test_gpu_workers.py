@@ -92,7 +92,7 @@ def test_this_machines_real_gpus(make_app, capsys):
     if not gpus:  # no GPU here: detected, announced once, workers on the CPU
         assert gpus.reason
         assert (count, name) == (0, None)
-        assert "vastnb: no NVIDIA GPU found" in capsys.readouterr().out
+        assert "vastnb: no NVIDIA GPU found" in capsys.readouterr().err
         assert app.snapshot().workers[0].gpu is None
     else:  # a GPU machine: the worker sees exactly its one GPU
         assert count == 1 and name == gpus[0].name

@@ -28,6 +28,7 @@ from typing import Any
 import cloudpickle
 
 from .errors import SerializationError
+from .wire import dumps_code
 
 __all__ = ["CodeBlob", "capture", "code_filenames", "is_notebook_code"]
 
@@ -150,7 +151,7 @@ def capture(obj: Any, name: str) -> CodeBlob:
     """Pickle ``obj`` by value; raise :class:`SerializationError` in plain words if it cannot be."""
     _register_by_value(obj)
     try:
-        data = cloudpickle.dumps(obj, protocol=5)
+        data = dumps_code(obj)
     except Exception as exc:
         raise SerializationError(
             f"cannot send the code of {name!r} to workers: {type(exc).__name__}: {exc}. "

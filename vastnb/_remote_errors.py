@@ -16,9 +16,29 @@ from typing import Any
 
 from .errors import RemoteError
 
-__all__ = ["RemoteTraceback", "build_remote_exception", "filename_label"]
+__all__ = ["RemoteTraceback", "build_remote_exception", "filename_label", "internal_frame", "render_user_traceback"]
 
 _VASTNB_DIR = os.path.dirname(os.path.abspath(__file__))
+_MACHINERY = tuple(os.sep + part + os.sep for part in ("asyncio", "concurrent", "IPython", "ipykernel", "nbclient"))
+_MACHINERY_FILES = tuple(os.sep + name for name in ("threading.py", "runpy.py"))
+
+
+def internal_frame(filename: str) -> bool:
+    """True for frames of vastnb itself and the machinery around user code (asyncio, futures, IPython's cell
+    runner and its ``open`` wrapper): a traceback shows the user's frames, not these."""
+    return (filename.startswith(_VASTNB_DIR) or any(part in filename for part in _MACHINERY)
+            or filename.endswith(_MACHINERY_FILES))
+
+
+def render_user_traceback(exc: BaseException) -> list[str]:
+    """IPython's ``_render_traceback_`` for vastnb's own errors: the caller's frames, then the message."""
+    lines = ["Traceback (most recent call last):"]
+    for fs in traceback.extract_tb(exc.__traceback__):
+        if not internal_frame(fs.filename):
+            lines.extend(_frame_lines(fs.filename, fs.lineno or 0, fs.name, (fs.line or "").strip()))
+    text = str(exc)
+    lines.append(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+    return lines
 
 
 def filename_label(filename: str) -> str:
@@ -49,6 +69,9 @@ class RemoteTraceback(Exception):
         self.message = message
         self.frames = frames
         self.where = where
+
+    def __reduce__(self) -> Any:
+        return (RemoteTraceback, (self.type_name, self.message, self.frames, self.where))
 
     def __str__(self) -> str:
         lines = [f"\nTraceback on {self.where} (most recent call last):"]
@@ -102,7 +125,7 @@ class _Renderer:
     def __call__(self) -> list[str]:
         lines = ["Traceback (most recent call last):"]
         for fs in traceback.extract_tb(self.exc.__traceback__):
-            if fs.filename.startswith(_VASTNB_DIR) or "/asyncio/" in fs.filename or "/concurrent/" in fs.filename:
+            if internal_frame(fs.filename):
                 continue
             lines.extend(_frame_lines(fs.filename, fs.lineno or 0, fs.name, (fs.line or "").strip()))
         lines.append(f"  --- on {self.cause.where} ---")
@@ -111,13 +134,6 @@ class _Renderer:
         head = self.cause.type_name
         lines.append(f"{head}: {self.cause.message}" if self.cause.message else head)
         return lines
-
-    def __reduce__(self) -> Any:  # never travels: an exception re-pickled elsewhere renders normally
-        return (_no_renderer, ())
-
-
-def _no_renderer() -> None:
-    return None
 
 
 def _frame_lines(filename: str, lineno: int, name: str, line: str) -> list[str]:

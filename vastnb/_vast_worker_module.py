@@ -302,7 +302,7 @@ class FrameHandler:
         from .worker.core import WorkerCore, install_output_routing
 
         self._events()
-        self.core = WorkerCore(self.worker_id)
+        self.core = WorkerCore(self.worker_id).activate()
         install_output_routing()
         _shorten_official_logs()
         try:

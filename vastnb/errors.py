@@ -26,6 +26,12 @@ __all__ = [
 class VastnbError(Exception):
     """Root of every error vastnb raises on purpose."""
 
+    def _render_traceback_(self) -> list[str]:
+        """In IPython: the user's own frames and the message, without vastnb's or the futures' frames."""
+        from ._remote_errors import render_user_traceback
+
+        return render_user_traceback(self)
+
 
 class ConfigurationError(VastnbError, ValueError):
     """Something declared on a deployment is invalid; raised before anything starts."""

@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import io
 import mmap
 import os
 import pickle
 import struct
+import types
 import uuid
 from typing import Any
 
@@ -43,6 +45,7 @@ __all__ = [
     "HANDSHAKE_MAGIC",
     "PayloadError",
     "ProtocolError",
+    "dumps_code",
     "dumps_payload",
     "loads_payload",
 ]
@@ -93,8 +96,33 @@ def _rebuild_tensor(buf: Any, dtype: str, shape: tuple[int, ...], requires_grad:
     return t
 
 
+def _code_with_filename(rebuild: Any, args: tuple, filename: str) -> types.CodeType:
+    code = rebuild(*args)
+    return code.replace(co_filename=filename) if code.co_filename != filename else code
+
+
+def _reduce_code(code: types.CodeType) -> Any:
+    """Pickle a code object with its real file name.
+
+    Remote tracebacks name the notebook cell and show its line through the code's
+    ``co_filename``; cloudpickle 3.1.3 started to write ``"<dynamic-code>"`` there.
+    Whatever cloudpickle does, the file name is put back when the code is loaded.
+    """
+    reduce = cloudpickle.CloudPickler.dispatch_table.get(types.CodeType)
+    rebuild, args = reduce(code)[:2] if reduce is not None else _marshal_code(code)
+    return (_code_with_filename, (rebuild, args, code.co_filename))
+
+
+def _marshal_code(code: types.CodeType) -> tuple[Any, tuple]:
+    import marshal
+
+    return (marshal.loads, (marshal.dumps(code),))
+
+
 class _Pickler(cloudpickle.CloudPickler):
     def reducer_override(self, obj: Any) -> Any:
+        if type(obj) is types.CodeType:
+            return _reduce_code(obj)
         mod = type(obj).__module__
         if mod == "torch" and type(obj).__name__ in ("Tensor", "Parameter"):
             return self._reduce_tensor(obj)
@@ -184,6 +212,15 @@ def dumps_payload(obj: Any, what: str = "value") -> Payload:
             "or objects whose classes can be pickled."
         ) from exc
     return Payload(writer.chunks, writer.size, buffers)
+
+
+def dumps_code(obj: Any) -> bytes:
+    """Pickle code (functions, classes, contexts) by value in one buffer, keeping file names for tracebacks.
+
+    Raises what the pickler raises; :func:`vastnb._code.capture` words it for users."""
+    out = io.BytesIO()
+    _Pickler(out, protocol=5).dump(obj)
+    return out.getvalue()
 
 
 def _parse(body: memoryview, copy_buffers: bool) -> tuple[memoryview, list[Any]]:

@@ -23,19 +23,14 @@ if TYPE_CHECKING:
 
 __all__ = ["make_local_runtime", "matching_gpus"]
 
-_NOTICED = False
-
 
 def matching_gpus(requirement: Any) -> list[Any]:
-    """Local GPUs that meet ``requirement`` ([] on a machine without GPUs, after a one-line notice)."""
-    global _NOTICED
+    """Local GPUs that meet ``requirement`` ([] on a machine without GPUs, after a one-line notice on stderr)."""
     from .. import gpus as gpu_mod
 
     found = gpu_mod.local_gpus()
     if not found:
-        if not _NOTICED:
-            _NOTICED = True
-            print(f"vastnb: {gpu_mod.NO_GPU_NOTICE}", file=sys.stdout)
+        print(f"vastnb: {gpu_mod.NO_GPU_NOTICE}", file=sys.stderr)
         return []
     if requirement is None:
         return found

@@ -32,8 +32,6 @@ __all__ = ["WorkerCore", "format_remote_error", "current_core"]
 Sink = Callable[[str, str], None]
 _sink: contextvars.ContextVar[Sink | None] = contextvars.ContextVar("vastnb_sink", default=None)
 _core: "WorkerCore | None" = None
-_INTERNAL = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_ASYNCIO = os.path.dirname(asyncio.__file__)
 
 
 def current_core() -> "WorkerCore":
@@ -92,12 +90,13 @@ def install_output_routing() -> None:
 
 def format_remote_error(exc: BaseException) -> dict[str, Any]:
     """An exception as data: type, message, the user's frames (vastnb's own frames dropped), and the pickled exception."""
+    from .._remote_errors import internal_frame
+
     frames = []
     for fs in traceback.extract_tb(exc.__traceback__):
-        fname = fs.filename
-        if fname.startswith(_INTERNAL) or fname.startswith(_ASYNCIO):
+        if internal_frame(fs.filename):
             continue
-        frames.append((fname, fs.lineno, fs.name, (fs.line or "").strip()))
+        frames.append((fs.filename, fs.lineno, fs.name, (fs.line or "").strip()))
     try:
         from ..wire import dumps_payload
 
@@ -150,10 +149,14 @@ class WorkerCore:
     _serial_task: asyncio.Task | None = None
 
     def __post_init__(self) -> None:
-        global _core
-        _core = self
         self.namespace.setdefault("__name__", "__vast_run__")
         self.namespace.setdefault("__builtins__", __builtins__)
+
+    def activate(self) -> "WorkerCore":
+        """Make this the process's worker core (what ``get_context`` and ``worker_namespace()`` use in remote code)."""
+        global _core
+        _core = self
+        return self
 
     # ------------------------------------------------------------------ code
     def install(self, fn_hash: str, data: bytes, sources: dict[str, list[str]], name: str, allow_parallel: bool) -> None:

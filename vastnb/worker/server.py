@@ -251,7 +251,7 @@ class _Session:
 
 class WorkerServer:
     def __init__(self, worker_id: str, secret: bytes) -> None:
-        self.core = WorkerCore(worker_id)
+        self.core = WorkerCore(worker_id).activate()
         self.secret = secret
         self.inflight = 0
         self.calls_done = 0
