@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import types
+
+import cloudpickle
 
 import numpy as np
 import pytest
@@ -111,3 +114,36 @@ def test_wrong_secret_is_refused():
         assert accepted == [None]
 
     asyncio.run(main())
+
+
+def _lose_file_names(code):
+    """A cloudpickle that forgets where code came from (3.1.3 writes "<dynamic-code>"; a later one might write anything)."""
+    rebuild, args = _CLOUDPICKLE_CODE_REDUCE(code)[:2]
+    return rebuild, tuple("<lost>" if a == code.co_filename else a for a in args)
+
+
+_CLOUDPICKLE_CODE_REDUCE = cloudpickle.CloudPickler.dispatch_table[types.CodeType]
+
+
+@pytest.mark.parametrize("lossy", [False, True], ids=["installed cloudpickle", "cloudpickle that drops file names"])
+def test_captured_code_keeps_its_file_name_and_lines(monkeypatch, lossy):
+    """Remote tracebacks find a notebook cell's lines by the code's file name: it must survive capture."""
+    import pickle
+
+    from vastnb._code import capture
+
+    if lossy:
+        monkeypatch.setitem(cloudpickle.CloudPickler.dispatch_table, types.CodeType, _lose_file_names)
+
+    def outer(x):
+        def inner(y):
+            return y + 1
+
+        return inner(x)
+
+    blob = capture(outer, "outer")
+    loaded = pickle.loads(blob.data)
+    inner_code = next(c for c in loaded.__code__.co_consts if isinstance(c, types.CodeType))
+    assert (loaded.__code__.co_filename, inner_code.co_filename) == (__file__, __file__)
+    assert loaded(1) == 2
+    assert __file__ in blob.sources  # the lines travel with the code
