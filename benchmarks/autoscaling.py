@@ -43,7 +43,6 @@ def main() -> None:
         await asyncio.sleep(s)
 
     app.ensure_ready(progress=False)
-    runtime, spec = app._runtime, app._specs["work"]
     perf = app.snapshot().workers[0].perf_score or 0.0
     cold = sum(s for _, s in app.snapshot().workers[0].phases)
 
@@ -65,7 +64,7 @@ def main() -> None:
     futures = []
     while (now := time.monotonic() - t0) < args.duration:
         rate = args.before if now < args.at else args.after
-        futures.append(runtime.submit(spec, *work._prepare((0.05,), {}), kind="map"))
+        futures.append(work.submit(0.05))
         time.sleep(1.0 / rate)
     for f in futures:
         f.result(120)

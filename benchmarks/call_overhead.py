@@ -137,7 +137,7 @@ class OfficialSystem:
     def __init__(self) -> None:
         from vastai.serverless.remote import serialization
 
-        from vastnb._official_worker import OfficialWorker
+        from tests.official_worker import OfficialWorker
 
         self.ser = serialization
         self.worker = OfficialWorker(_OFFICIAL_MODULE, "echo")

@@ -13,7 +13,7 @@ and times, from ``shell.run_cell(edited cell)``:
   workers has answered with the new version.
 
 Official SDK: the official Vast worker runtime (``pip install vastai``) on
-loopback, through ``vastnb._official_worker.OfficialWorker``. Changing a
+loopback, through ``tests.official_worker.OfficialWorker``. Changing a
 function there is a redeploy: a new deployment module, the old worker stopped,
 a new worker started from it, entering its context and running its benchmark
 before it serves; timed until the edited function answers. One worker is
@@ -148,9 +148,9 @@ def _answers_on_all(shell: Any, version: int, workers: int) -> None:
 
 def measure_official(runs: int) -> list[float] | str:
     try:
-        from vastnb._official_worker import OfficialWorker
+        from tests.official_worker import OfficialWorker
     except ImportError as exc:
-        return f"not measured: vastnb._official_worker is not available ({exc})"
+        return f"not measured: tests.official_worker is not available ({exc})"
     times = []
     worker = OfficialWorker(OFFICIAL_MODULE.format(version=0), "hotreload")
     worker.start()

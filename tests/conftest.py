@@ -46,3 +46,26 @@ def pid_alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"
     except OSError:
         return False
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 20.0, interval: float = 0.02) -> bool:
+    """Poll ``predicate`` until it holds (True) or ``timeout`` passes (False): waiting on a condition, not a clock."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
+
+
+def worker_port(app: vastnb.Deployment, worker_id: str) -> int:
+    """The loopback port a local worker listens on, as its log announces it."""
+    import re
+
+    for line in app.logs(worker_id)[worker_id]:
+        found = re.search(r"serving on 127\.0\.0\.1:(\d+)", line)
+        if found:
+            return int(found.group(1))
+    raise AssertionError(f"worker {worker_id} has not announced its port: {app.logs(worker_id)}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 import vastnb
@@ -123,7 +125,10 @@ def test_autoscaling_validation_happens_at_configure_time(app):
 def test_bad_constructor_arguments():
     with pytest.raises(ConfigurationError) as e:
         vastnb.Deployment("x", backend="cloud")
-    assert _msg(e) == "`backend` must be one of 'local', 'vast'. Instead got 'cloud'."
+    assert _msg(e) == "`backend` must be one of 'local', 'vast' or a Backend instance. Instead got 'cloud'."
+    with pytest.raises(ConfigurationError) as e:
+        vastnb.Deployment("x", backend=object())  # type: ignore[arg-type]
+    assert _msg(e).startswith("`backend` must be one of 'local', 'vast' or a Backend instance. Instead got <object ")
     with pytest.raises(ConfigurationError) as e:
         vastnb.Deployment("x", ttl=-1)
     assert _msg(e) == "`ttl` must be a positive number of seconds or None. Instead got -1."
@@ -132,8 +137,9 @@ def test_bad_constructor_arguments():
 def test_image_takes_the_sdks_private_registry_login_and_never_shows_the_password(app):
     image = app.image("registry.example.com/me/model:1", 16, docker_login_user="me", docker_login_pass="s3cret",
                       docker_login_repo="registry.example.com")
-    assert image._docker_login == {"docker_login_user": "me", "docker_login_pass": "s3cret",
-                                   "docker_login_repo": "registry.example.com"}
+    assert image.spec().docker_login == {"docker_login_user": "me", "docker_login_pass": "s3cret",
+                                         "docker_login_repo": "registry.example.com"}
+    assert "s3cret" not in repr(image.spec())
     assert image.describe()["docker_login"] == ["docker_login_pass", "docker_login_repo", "docker_login_user"]
     assert "s3cret" not in repr(image) + repr(image.describe())
     with pytest.raises(ConfigurationError) as e:
@@ -143,7 +149,7 @@ def test_image_takes_the_sdks_private_registry_login_and_never_shows_the_passwor
     with pytest.raises(ConfigurationError) as e:
         app.image("img", 16, docker_login_pass=None)
     assert _msg(e) == "`docker_login_pass` must be a non-empty string. Instead got a NoneType."
-    assert app.image("img", 16)._docker_login == {}
+    assert app.image("img", 16).spec().docker_login == {}
 
 
 def test_image_is_chainable_and_validated(app):
@@ -157,3 +163,26 @@ def test_image_is_chainable_and_validated(app):
     assert _msg(e) == "environment variable WORKERS must be a string. Instead got 4 (int); write env(WORKERS='4')."
     with pytest.raises(ConfigurationError):
         image.require(gpu_ram >= 24)  # gpu_ram>= was already required
+
+
+def test_a_backend_instance_brings_its_own_options_and_the_deployment_hands_it_a_frozen_spec():
+    from vastnb.backends import Backend
+    from vastnb.backends.local import LocalBackend
+    from vastnb.spec import DeploymentSpec
+
+    backend = LocalBackend(health_check_timeout=5, scale_down_cooldown=0)
+    app = vastnb.Deployment("with-instance", backend=backend)
+    assert isinstance(backend, Backend) and app.backend == "local" and app.events is backend.events
+
+    @app.remote(benchmark_dataset=[{"x": 1}])
+    async def f(x):
+        return x
+
+    spec = app.spec()
+    assert isinstance(spec, DeploymentSpec) and list(spec.functions) == ["f"] and spec.benchmark == "f"
+    assert spec.functions["f"].benchmark is not None and spec.functions["f"].benchmark.fn_hash == spec.functions["f"].hash
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.name = "other"  # type: ignore[misc]
+    with pytest.raises(ConfigurationError) as e:
+        LocalBackend(health_check_timeout=-1)
+    assert _msg(e) == "`health_check_timeout` must be a positive number of seconds. Instead got -1."

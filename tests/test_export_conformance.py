@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from vastnb._official_worker import OfficialWorker
+from tests.official_worker import OfficialWorker
 from vastnb.export import client_mode_config, export_notebook
 
 from ._local_reference import LocalReference
@@ -226,7 +226,7 @@ def test_every_export_imports_in_client_mode(path):
 def test_what_the_export_warns_about_breaks_the_official_worker(name, warned, logged):
     """The notebooks that use vastnb-only features export with a warning, and the warning is real.
     (torch_inference fails like contexts_and_hot_reload; left out because importing torch is slow.)"""
-    from vastnb._official_worker import OfficialWorkerError
+    from tests.official_worker import OfficialWorkerError
 
     result = export_notebook(_path(name))
     assert any(str(w).startswith(warned) for w in result.warnings)

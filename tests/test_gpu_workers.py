@@ -13,7 +13,7 @@ import stat
 
 import pytest
 
-import vastnb.backends.local as local_backend
+from vastnb.backends.local import LocalBackend
 from vastnb.errors import NoMatchingGpu
 from vastnb.gpus import local_gpus
 from vastnb.query import H100_SXM, RTX_4090, gpu_name, gpu_ram
@@ -44,7 +44,8 @@ def _visible(app):
 
 
 def test_each_worker_pinned_to_its_own_gpu(make_app, two_h100s):
-    app = make_app()
+    backend = LocalBackend()
+    app = make_app(backend=backend)
     app.image("vastai/pytorch:@vastai-automatic-tag", 16).require(gpu_name == H100_SXM, gpu_ram >= 80)
     app.configure_autoscaling(cold_workers=2, max_workers=4)
     visible = _visible(app)
@@ -53,7 +54,7 @@ def test_each_worker_pinned_to_its_own_gpu(make_app, two_h100s):
     assert sorted(w.gpu for w in workers) == ["H100_SXM #0", "H100_SXM #1"]
     seen = set(visible.map([() for _ in range(40)], progress=False))
     assert seen == {"GPU-aaaaaaaa-0000-0000-0000-000000000000", "GPU-bbbbbbbb-0000-0000-0000-000000000000"}
-    assert app._runtime.machine_max_workers() == 2  # max_workers 4 is capped by the GPUs
+    assert backend.machine_max_workers() == 2  # max_workers 4 is capped by the GPUs
 
 
 def test_workers_share_a_gpu_when_asked(make_app, two_h100s):
@@ -78,7 +79,6 @@ def test_requirement_no_local_gpu_meets_is_a_clear_error(make_app, two_h100s):
 
 def test_this_machines_real_gpus(make_app, capsys):
     gpus = local_gpus()
-    local_backend._NOTICED = False
     app = make_app()
     app.configure_autoscaling(cold_workers=1, max_workers=1)
 

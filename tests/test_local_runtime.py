@@ -17,7 +17,7 @@ import torch
 import vastnb
 from vastnb.errors import ConfigurationError, SerializationError
 
-from .conftest import pid_alive
+from .conftest import pid_alive, wait_for, worker_port
 
 
 class Point:
@@ -121,7 +121,7 @@ def test_map_failure_raises_and_cancels_the_rest_or_returns_in_place(make_app):
     app.ensure_ready()
     with pytest.raises(ValueError, match=r"^bad input 3\n\(raised on worker w1 running fragile\(\)\)$"):
         fragile.map(list(range(100)), progress=False)
-    time.sleep(0.3)  # cancellations reach the worker
+    assert wait_for(lambda: all(w.queue == 0 for w in app.snapshot().workers))  # the cancellations reached the worker
     before = ran.call()
     assert 4 <= before < 100  # the calls after the failure were cancelled, not run
     out = fragile.map([2, 3, 4], return_exceptions=True, progress=False)
@@ -271,10 +271,8 @@ def test_get_context_of_unregistered_class_is_refused_before_start(make_app):
 
 
 def test_no_gpu_runs_on_cpu_with_notice(make_app, capsys):
-    import vastnb.backends.local as local
     from vastnb.query import gpu_name, H100_SXM
 
-    local._NOTICED = False
     app = make_app()
     app.image("vastai/pytorch:@vastai-automatic-tag", 16).require(gpu_name == H100_SXM)
     app.configure_autoscaling(cold_workers=1)
@@ -306,9 +304,7 @@ def test_unauthenticated_connection_refused_before_deserialization(make_app, tmp
         return "still serving"
 
     assert ok.call() == "still serving"
-    runtime = app._runtime
-    handle = next(iter(runtime.workers.values()))
-    port = handle.conn.writer.get_extra_info("peername")[1]
+    port = worker_port(app, "w1")
     canary = tmp_path / "pwned"
 
     class Evil:
@@ -322,7 +318,7 @@ def test_unauthenticated_connection_refused_before_deserialization(make_app, tmp
             assert s.recv(10) == b""  # closed without an answer
     assert not canary.exists()
     assert ok.call() == "still serving"
-    assert any("refused a connection" in line for line in app.logs()[handle.id])
+    assert any("refused a connection" in line for line in app.logs()["w1"])
     listening = subprocess.run(["ss", "-ltnp"], capture_output=True, text=True).stdout if os.path.exists("/usr/bin/ss") else ""
     for line in listening.splitlines():
         if f":{port} " in line:

@@ -62,10 +62,11 @@ def ip() -> Iterator[Any]:
     """IPython's test shell with the extension loaded; deployments and names made by the test are removed after it."""
     shell = globalipapp.get_ipython()
     shell.run_line_magic("load_ext", "vastnb")
+    magics = _magics(shell)
+    magics._app, magics._var, magics._known = None, "app", {}  # whatever another module's test left selected
     before = set(shell.user_ns)
     shell.user_ns["vastnb"] = vastnb
     yield shell
-    magics = _magics(shell)
     apps = {id(a): a for a in list(magics._known.values()) + magics._deployments_in_namespace()}
     for app in apps.values():
         pids = [w.pid for w in app.snapshot().workers if w.pid]
@@ -470,7 +471,7 @@ def test_vast_context_arguments_are_evaluated_in_the_notebook(ip: Any) -> None:
     ip.run_cell_magic("vast_context", '"weights.pt", dtype=DTYPE', MODEL_WITH_ARGUMENTS)
     app = ip.user_ns["app"]
     assert app.contexts == {"Model": ip.user_ns["Model"]}
-    assert app._contexts["Model"][1:] == (("weights.pt",), {"dtype": "bf16"})
+    assert app.context_arguments("Model") == (("weights.pt",), {"dtype": "bf16"})
 
 
 @pytest.mark.parametrize(("body", "expected"), [

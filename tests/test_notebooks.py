@@ -79,7 +79,8 @@ def comparable(outputs: list[dict[str, Any]]) -> dict[str, Any]:
             rich.append((kind, sanitize(data.get("text/plain", "")), "text/html" in data))
         elif kind == "error":
             rich.append(("error", out["ename"], sanitize(out["evalue"]), sanitize("\n".join(out.get("traceback", [])))))
-    return {"streams": {k: sanitize(v) for k, v in sorted(streams.items())}, "rich": rich}
+    cleaned = {name: sanitize(text) for name, text in sorted(streams.items())}
+    return {"streams": {name: text for name, text in cleaned.items() if text}, "rich": rich}
 
 
 @pytest.fixture(scope="session")

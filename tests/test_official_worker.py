@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from vastnb._official_worker import OfficialWorker, OfficialWorkerError
+from tests.official_worker import OfficialWorker, OfficialWorkerError
 from vastnb.errors import SerializationError
 
 MODULE = '''

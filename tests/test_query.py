@@ -383,3 +383,9 @@ def test_matching_offers_with_every_op_and_aliases():
     assert (verified == False).mismatches(offer) == ["verified=false (this GPU has True)"]  # noqa: E712
     assert (cpu_cores >= 8).matches({"cpu_cores": None})
     assert (gpu_name > 5).mismatches(offer) == ["gpu_name>5 (this GPU has RTX 4090)"]
+
+
+def test_every_constant_is_exported_by_name():
+    from vastnb.query import _names
+
+    assert _names.__all__ == [*_names.COLUMNS, *_names.GPU_NAMES]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import gc
 import io
 import logging
@@ -25,26 +26,20 @@ import os
 import tarfile
 import threading
 import time
+import weakref
 from typing import Any, Iterator
 
-import cloudpickle
 import httpx
 import pytest
 
 import vastnb
-from vastnb import CallTimeout, ConfigurationError, DeploymentShutDown, WorkerStartError
-from vastnb._code import capture
-from vastnb._vast_worker_module import (
-    BENCHMARK_FRAME,
-    FRAME_ROUTE,
-    PY,
-    FrameHandler,
-    build_snapshot,
-    decode_frame,
-    encode_frame,
-    generate_module,
-)
-from vastnb.backends._vast_sdk import (
+from vastnb import CallTimeout, ConfigurationError, DeploymentShutDown, NotSupportedByBackend, WorkerStartError
+from vastnb.deployment._capture import capture, stable_digest
+from vastnb.backends import CallRequest, CellRequest
+from vastnb.backends.vast._module import build_snapshot, generate_module
+from vastnb.spec import BenchmarkSpec, ContextSpec, DeploymentSpec, FunctionSpec
+from vastnb.worker.vast import BENCHMARK_FRAME, FRAME_ROUTE, PY, FrameHandler, decode_frame, encode_frame
+from vastnb.backends.vast._sdk import (
     SdkSession,
     VastApiError,
     offers_provider,
@@ -52,13 +47,12 @@ from vastnb.backends._vast_sdk import (
     search_offers,
     stage_package,
 )
-from vastnb.backends._vast_status import StatusTracker, map_state
+from vastnb.backends.vast._status import StatusTracker, map_state
 from vastnb.backends.vast import VastBackend
 from vastnb.events import Event, EventBus, EventKind, WorkerState
 from vastnb.query import gpu_ram
-from vastnb.runtime._handle import ContextSpec, FunctionSpec
 from vastnb.wire import dumps_payload
-from vastnb.worker.core import BenchmarkSpec
+from vastnb.wire.messages import CallFunction, InstallFunction, RunCell
 from tests.vast_standin import OfficialWorkerProcess, VastStandIn, WorkerLauncher
 
 pytestmark = pytest.mark.timeout(240)
@@ -99,21 +93,25 @@ def run_async(coro: Any) -> Any:
     return box["value"]
 
 
-def vast_app(standin: VastStandIn, name: str, **kwargs: Any) -> vastnb.Deployment:
-    app = vastnb.Deployment(name, backend="vast", api_key=standin.api_key, **kwargs)
-    app.vast_options = {  # type: ignore[attr-defined]
-        "webserver_url": standin.url, "autoscaler_url": standin.url, "poll_interval": 0.2,
-        "max_poll_interval": 1.0, "ready_timeout": 60.0,
-    }
+_OPTIONS: "weakref.WeakKeyDictionary[vastnb.Deployment, dict[str, Any]]" = weakref.WeakKeyDictionary()
+_BACKENDS: "weakref.WeakKeyDictionary[vastnb.Deployment, VastBackend]" = weakref.WeakKeyDictionary()
+
+
+def vast_app(standin: VastStandIn, name: str, *, ready_timeout: float = 60.0, **kwargs: Any) -> vastnb.Deployment:
+    """A deployment on the stand-in, with a VastBackend built with its declared options."""
+    options = {"api_key": standin.api_key, "webserver_url": standin.url, "autoscaler_url": standin.url,
+               "poll_interval": 0.2, "max_poll_interval": 1.0, "ready_timeout": ready_timeout}
+    backend = VastBackend(**options)
+    app = vastnb.Deployment(name, backend=backend, **kwargs)
+    _OPTIONS[app], _BACKENDS[app] = options, backend
     app.image(IMAGE, storage=16)
     app.configure_autoscaling(cold_workers=1, max_workers=2)
     return app
 
 
 def backend_of(app: vastnb.Deployment) -> VastBackend:
-    runtime = app._runtime
-    assert isinstance(runtime, VastBackend)
-    return runtime
+    """The backend ``vast_app`` built for ``app`` (the test keeps it; the Deployment does not expose it)."""
+    return _BACKENDS[app]
 
 
 class Counter:
@@ -140,7 +138,7 @@ def _spec(fn: Any, parallel: bool = False) -> FunctionSpec:
 
 def _context(cls: type, *args: Any) -> ContextSpec:
     blob = capture((cls, args, {}), cls.__qualname__)
-    return ContextSpec(name=cls.__qualname__, hash=blob.hash, blob=blob.data, sources=blob.sources)
+    return ContextSpec(name=cls.__qualname__, hash=stable_digest(blob.data), blob=blob.data, sources=blob.sources)
 
 
 async def _triple(x):  # type: ignore[no-untyped-def]
@@ -157,9 +155,11 @@ def framed(standin: VastStandIn, tmp_path_factory: pytest.TempPathFactory) -> It
     marker = str(root / "entered.txt")
     fn = _spec(_triple)
     ctx = _context(Counter, marker)
-    bench = cloudpickle.dumps(BenchmarkSpec(fn_hash=fn.hash, dataset=[{"x": 2}], generator=None, runs=3,
-                                            parallel=False, workload_calculator=None))
-    module = generate_module("framed", build_snapshot({"_triple": fn}, {"Counter": ctx}, bench), benchmark_runs=3)
+    bench = BenchmarkSpec(fn_hash=fn.hash, dataset=[{"x": 2}], generator=None, runs=3, parallel=False,
+                          workload_calculator=None)
+    fn = dataclasses.replace(fn, benchmark=bench)
+    spec = DeploymentSpec(name="framed", functions={"_triple": fn}, contexts={"Counter": ctx}, benchmark="_triple")
+    module = generate_module("framed", build_snapshot(spec), benchmark_runs=3)
     (root / "src").mkdir()
     (root / "src" / "deployment.py").write_text(module)
     copies = [stage_package(p, str(root / "pkgs")) for p in ("vastnb", "cloudpickle")]
@@ -190,7 +190,7 @@ def post_frame(standin: VastStandIn, worker: OfficialWorkerProcess, frame: dict[
 
 
 def call_payload(spec: FunctionSpec, *args: Any, **kwargs: Any) -> bytes:
-    return dumps_payload({"op": "call", "fn": spec.hash, "args": args, "kwargs": kwargs}).to_bytes()
+    return dumps_payload(CallFunction(spec.hash, args, kwargs)).to_bytes()
 
 
 def test_generated_module_is_an_official_deployment_module() -> None:
@@ -238,7 +238,7 @@ def test_official_worker_calls_redefines_and_keeps_its_pid(standin: VastStandIn,
     missing = post_frame(standin, worker, {"op": "call", "fn": new.hash, "payload": call_payload(new, 2), "contexts": ctx})
     assert missing["ok"] is False and missing["missing"] == {"code": [new.hash], "contexts": []}
     assert missing["message"] == f"missing code {new.hash}"
-    item = (new.hash, new.blob.data, new.blob.sources, new.name, new.allow_parallel)
+    item = InstallFunction.of(new)
     second = post_frame(standin, worker, {"op": "call", "fn": new.hash, "payload": call_payload(new, 2),
                                           "contexts": ctx, "code": [item]})
     assert (second["ok"], second["value"], second["out"]) == (True, [2, 2, 2], [("stdout", "tripling 2 the new way\n")])
@@ -248,17 +248,17 @@ def test_official_worker_calls_redefines_and_keeps_its_pid(standin: VastStandIn,
 
 
 def test_official_worker_sends_exceptions_back_with_their_message(standin: VastStandIn, framed: dict[str, Any]) -> None:
-    from vastnb._remote_errors import RemoteTraceback, build_remote_exception
+    from vastnb.wire._errors import RemoteTraceback, build_remote_exception
 
     async def check(x):  # type: ignore[no-untyped-def]
         raise ValueError(f"bad input {x}: must be positive")
 
     spec = _spec(check)
-    item = (spec.hash, spec.blob.data, spec.blob.sources, spec.name, False)
+    item = InstallFunction.of(spec)
     reply = post_frame(standin, framed["worker"], {"op": "call", "fn": spec.hash, "payload": call_payload(spec, -1),
                                                    "code": [item]})
     assert reply["ok"] is False
-    assert (reply["error"]["type"], reply["error"]["message"]) == ("ValueError", "bad input -1: must be positive")
+    assert (reply["error"].type, reply["error"].message) == ("ValueError", "bad input -1: must be positive")
     exc = build_remote_exception(reply["error"], "worker 501")
     assert type(exc) is ValueError and str(exc) == "bad input -1: must be positive"
     assert isinstance(exc.__cause__, RemoteTraceback)
@@ -267,7 +267,7 @@ def test_official_worker_sends_exceptions_back_with_their_message(standin: VastS
 
 def test_official_worker_runs_cells_in_one_namespace(standin: VastStandIn, framed: dict[str, Any]) -> None:
     def cell(source: str, pull: list[str] | None = None) -> Any:
-        message = {"source": source, "filename": "<vast_run>", "push": {"base": 40}, "pull": pull or []}
+        message = RunCell(source, "<vast_run>", {"base": 40}, tuple(pull or ()))
         return post_frame(standin, framed["worker"], {"op": "run", "payload": encode_frame(message)})
 
     first = cell("total = base + 1\nprint('defined total')")
@@ -282,7 +282,7 @@ def test_official_worker_carries_megabytes(standin: VastStandIn, framed: dict[st
 
     spec = _spec(flip)
     blob = os.urandom(4 * 1024 * 1024)
-    item = (spec.hash, spec.blob.data, spec.blob.sources, spec.name, False)
+    item = InstallFunction.of(spec)
     reply = post_frame(standin, framed["worker"], {"op": "call", "fn": spec.hash, "payload": call_payload(spec, blob),
                                                    "code": [item]})
     assert reply["ok"] is True and reply["value"] == blob[::-1]
@@ -298,12 +298,12 @@ def test_official_worker_reenters_a_changed_context(standin: VastStandIn, framed
     frame = {"op": "call", "fn": fn.hash, "payload": call_payload(fn, 1), "contexts": {"Counter": changed.hash}}
     missing = post_frame(standin, framed["worker"], frame)
     assert missing["missing"] == {"code": [], "contexts": ["Counter"]}
-    done = post_frame(standin, framed["worker"], {**frame, "context_blobs": [changed.message()]})
+    done = post_frame(standin, framed["worker"], {**frame, "context_blobs": [changed]})
     assert done["value"] == 3
     with open(framed["marker"]) as f:
         assert f.read() == before + "v2\n"
     # put the module's worker back as the other tests expect it (they may run after this one)
-    original = {**frame, "contexts": {"Counter": framed["ctx"].hash}, "context_blobs": [framed["ctx"].message()]}
+    original = {**frame, "contexts": {"Counter": framed["ctx"].hash}, "context_blobs": [framed["ctx"]]}
     assert post_frame(standin, framed["worker"], original)["value"] == 3
 
 
@@ -313,7 +313,7 @@ def test_official_worker_refuses_unsigned_frames_and_other_pythons(standin: Vast
     assert post_frame(standin, worker, {"op": "hello"}, auth=forged) == 401
     reply = post_frame(standin, worker, {"op": "hello", "py": [3, PY[1] + 1]})
     assert reply["ok"] is False
-    assert reply["error"]["message"].startswith(
+    assert reply["error"].message.startswith(
         f"this worker runs Python {PY[0]}.{PY[1]} but the notebook runs Python {PY[0]}.{PY[1] + 1}; notebook code "
         "travels as cloudpickle")
 
@@ -382,7 +382,7 @@ def test_deploy_goes_through_the_sdk(standin: VastStandIn, live: dict[str, Any])
     assert {"./config.json", "./deployment.py", "./vastnb/__init__.py", "./vastnb/worker/core.py",
             "./cloudpickle/__init__.py"} <= names
     assert not any("__pycache__" in n for n in names)
-    assert "from vastnb._vast_worker_module import BENCHMARK_FRAME, FrameHandler" in module
+    assert "from vastnb.worker.vast import BENCHMARK_FRAME, FrameHandler" in module
     result = backend_of(live["app"]).wait_deployed()
     assert (result.action, result.uploaded, result.deployment_id, result.endpoint_id) == ("created", True, dep.id, dep.endpoint_id)
 
@@ -415,11 +415,18 @@ def test_redefining_a_function_needs_no_redeploy(standin: VastStandIn, launcher:
     assert [w.pid for w in workers] == [pid]  # same worker process: no restart
     assert workers[0].code_version == app.snapshot().code_version
     assert (len(standin.calls_to("PUT", "/api/v0/deployments/")), len(standin.uploads)) == (puts, uploads)
+
+    @app.remote(benchmark_dataset=[{"x": 2}])  # type: ignore[no-redef]  # the cell as it was, for the tests after this one
+    async def square(x):  # type: ignore[no-untyped-def]
+        print(f"squaring {x}")
+        return x * x
+
+    assert square.call(5) == 25
     live["square"] = square
 
 
 def test_remote_exceptions_keep_type_message_and_traceback(live: dict[str, Any]) -> None:
-    from vastnb._remote_errors import RemoteTraceback
+    from vastnb.wire._errors import RemoteTraceback
 
     app = live["app"]
 
@@ -462,6 +469,8 @@ def test_context_is_entered_once_then_reentered_when_changed(live: dict[str, Any
     assert label.call() == "v2"
     with open(live["marker"]) as f:
         assert f.read() == "v1\nv2\n"
+    app.context(live["marker"])(Counter)  # back as the module's other tests expect it
+    assert label.call() == "v1"
 
 
 def test_vast_run_cells_share_a_namespace_on_a_pinned_worker(standin: VastStandIn, live: dict[str, Any]) -> None:
@@ -472,8 +481,7 @@ def test_vast_run_cells_share_a_namespace_on_a_pinned_worker(standin: VastStandI
         return lambda stream, text: out.append((wid, stream, text))
 
     def cell(source: str, pull: list[str] | None = None) -> dict[str, Any]:
-        return backend.run_cell(None, {"source": source, "filename": "<cell>", "push": {}, "pull": pull or []},
-                                sink_for).result(30)
+        return live["app"].run_cell(source, pull=pull or [], filename="<cell>", output=sink_for)
 
     first = cell("import os\nanswer = 41\nprint('pid', os.getpid())")
     (wid, value), = first.items()
@@ -486,8 +494,7 @@ def test_vast_run_cells_share_a_namespace_on_a_pinned_worker(standin: VastStandI
     bad = cell("raise KeyError('nope')")
     assert isinstance(bad[wid], KeyError)
     with pytest.raises(LookupError, match="Vast routes each request to a worker of its choosing"):
-        backend.run_cell(["someone-else"], {"source": "1", "filename": "<cell>", "push": {}, "pull": []},
-                         sink_for).result(30)
+        backend.run_cell(CellRequest("1", "<cell>"), ["someone-else"], sink_for).result(30)
 
 
 def test_status_follows_the_official_workers_reports(standin: VastStandIn, live: dict[str, Any]) -> None:
@@ -542,10 +549,9 @@ def test_logs_and_offers_through_the_sdk(standin: VastStandIn, live: dict[str, A
 
 
 def _started(app: vastnb.Deployment) -> VastBackend:
-    """A Vast backend of ``app``, started (deploying); the caller shuts it down."""
-    app.sync()
-    backend = VastBackend(app)
-    backend.start()
+    """Another Vast backend with ``app``'s options, started on ``app``'s spec (deploying); the caller shuts it down."""
+    backend = VastBackend(**_OPTIONS[app])
+    backend.start(app.spec())
     return backend
 
 
@@ -584,7 +590,7 @@ def test_unchanged_notebook_is_not_uploaded_again(standin: VastStandIn) -> None:
     def notebook(size: int = 1, body: int = 1, pip: tuple[str, ...] = ()) -> vastnb.Deployment:
         app = vast_app(standin, "hashing")
         if pip:
-            app._image.pip_install(*pip)  # type: ignore[union-attr]
+            app.current_image.pip_install(*pip)  # type: ignore[union-attr]
         model = _cell(MODEL_CELL.format(size=size), f"/tmp/ipykernel_{next(kernels)}/cell1.py")["Model"]
         app.context()(model)
 
@@ -612,7 +618,7 @@ def test_unchanged_notebook_is_not_uploaded_again(standin: VastStandIn) -> None:
 def test_a_plain_official_module_follows_the_same_hash_rules(standin: VastStandIn) -> None:
     """The production path (an exported module, deployed as is) goes through the same SDK steps."""
     source = "from vastai import Deployment\napp = Deployment(name='plain')\n\n@app.remote(benchmark_dataset=[{'x': 1}])\nasync def f(x):\n    return x\n"
-    image = vastnb.Deployment("plain-image").image(IMAGE, storage=10)
+    image = vastnb.Deployment("plain-image").image(IMAGE, storage=10).spec()
 
     async def deploy(text: str) -> Any:
         session = SdkSession(standin.api_key, name="plain", webserver_url=standin.url, autoscaler_url=standin.url)
@@ -635,7 +641,7 @@ def test_a_plain_official_module_follows_the_same_hash_rules(standin: VastStandI
 
 
 def test_private_registry_login_goes_with_the_deployment(standin: VastStandIn) -> None:
-    app = vast_app(standin, "private")
+    app = vast_app(standin, "private", ready_timeout=0.5)  # no worker is started for it
     app.image("registry.example.com/me/model:1", storage=16, docker_login_user="me", docker_login_pass="s3cret",
               docker_login_repo="registry.example.com")
 
@@ -644,7 +650,6 @@ def test_private_registry_login_goes_with_the_deployment(standin: VastStandIn) -
         return 1
 
     try:
-        app.vast_options["ready_timeout"] = 0.5  # type: ignore[attr-defined]  # no worker is started for it
         with pytest.raises(WorkerStartError):
             app.ensure_ready()
         body = next(b for b in standin.calls_to("PUT", "/api/v0/deployments/") if b["name"] == "private")
@@ -800,25 +805,26 @@ def test_shutdown_stops_polling_and_heartbeats_and_tears_down(standin: VastStand
 
     stopped = activity()
     assert stopped[0] > 0
-    time.sleep(1.0)
-    assert activity() == stopped
     assert dep_id not in standin.deployments and endpoint_id not in standin.endpoints
     assert len(standin.calls_to("DELETE", f"/api/v0/deployment/{dep_id}/")) == 1
     gc.collect()
     assert not _vast_threads() - before  # every thread this deployment started has ended
     assert backend.state == "shut down" and app.state == "shut down"
     with pytest.raises(DeploymentShutDown):
-        backend.submit(app._specs["inc"], dumps_payload({}), 100.0).result(1)
+        backend.submit(CallRequest(app.spec().functions["inc"], dumps_payload({}), 100.0)).result(1)
     app.shutdown()  # idempotent
 
 
 def test_autoscaler_instance_from_configure_autoscaling_reaches_the_vast_backend(standin: VastStandIn) -> None:
     app = vast_app(standin, "instance")
-    assert VastBackend(app).autoscaler_instance == "prod"  # the SDK's default
-    app.configure_autoscaling(autoscaler_instance="alpha")
-    assert VastBackend(app).autoscaler_instance == "alpha"
-    app.vast_options["autoscaler_instance"] = "beta"  # type: ignore[attr-defined]
-    assert VastBackend(app).autoscaler_instance == "beta"
+    for declared, used in ((None, "prod"), ("alpha", "alpha")):  # "prod": the SDK's default
+        if declared:
+            app.configure_autoscaling(autoscaler_instance=declared)
+        backend = _started(app)
+        try:
+            assert backend.sdk is not None and backend.sdk.sdk.autoscaler_instance == used
+        finally:
+            backend.shutdown()
 
 
 def test_keep_endpoint_leaves_it_running(standin: VastStandIn) -> None:
@@ -862,9 +868,9 @@ def test_missing_api_key_is_explained(monkeypatch: pytest.MonkeyPatch, tmp_path:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     app = vastnb.Deployment("nokey", backend="vast")
     app.image(IMAGE, storage=16)
-    app.sync()
     with pytest.raises(ConfigurationError) as info:
-        VastBackend(app).start()
+        app.ensure_ready()
+    assert app.state == "declared"  # refused before anything started
     assert str(info.value).startswith("backend='vast' needs a Vast API key and found none: No API key found.")
     assert str(info.value).endswith(
         "Create one at https://cloud.vast.ai/manage-keys/ and pass api_key=..., set VAST_API_KEY, or run "
@@ -874,17 +880,17 @@ def test_missing_api_key_is_explained(monkeypatch: pytest.MonkeyPatch, tmp_path:
 def test_key_from_environment_and_image_required(standin: VastStandIn, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VAST_API_KEY", standin.api_key)
     app = vastnb.Deployment("envkey", backend="vast")
-    app.sync()
     with pytest.raises(ConfigurationError, match=r"^deployment 'envkey' has no image; backend='vast' needs one, e\.g\. "
                                                  r"app\.image\('vastai/pytorch:@vastai-automatic-tag', storage=16\)\.$"):
-        VastBackend(app).start()
+        app.ensure_ready()
     app.image(IMAGE, storage=16)
-    backend = VastBackend(app, webserver_url=standin.url, autoscaler_url=standin.url)
-    backend.start()
+    backend = VastBackend(webserver_url=standin.url, autoscaler_url=standin.url)
+    backend.start(app.spec())
     assert backend.wait_deployed(30).action == "created" and backend.api_key == standin.api_key
     backend.shutdown()
-    with pytest.raises(ConfigurationError, match=r"^unknown Vast backend option\(s\) colour\.$"):
-        VastBackend(app, colour="red")
+    with pytest.raises(ConfigurationError, match=r"^`ready_timeout` must be a positive number of seconds\. "
+                                                 r"Instead got -1\.$"):
+        VastBackend(ready_timeout=-1)
 
 
 # =========================================================================== state mapping (no server)
@@ -940,7 +946,7 @@ def test_works_where_the_sdks_ensure_ready_does_not(standin: VastStandIn, live: 
         live["app"].ensure_ready()  # blocking, from inside the running loop, as a notebook cell does
         return await live["square"](6)
 
-    assert run_async(cell()) in (36, ("v2", 36))
+    assert run_async(cell()) == 36
     gc.collect()  # the SDK's abandoned coroutine goes now, while its warning is expected
 
 
@@ -1015,7 +1021,7 @@ def test_magics_drive_the_vast_backend(standin: VastStandIn, launcher: WorkerLau
         with pytest.raises(AssertionError, match="ZeroDivisionError"):
             cell("%%vast_run\n1 / 0\n")
         app = ip.user_ns["vapp"]
-        endpoint = backend_of(app).endpoint_id
+        endpoint = app.snapshot().endpoint_id
         _, said = cell("%vast_down --keep-endpoint")
         assert said == (f"vastnb: deployment 'magicdemo' let go; its Vast endpoint {endpoint} keeps serving and costing "
                         f"money. Delete it later with `vastai delete endpoint {endpoint}`.\n")
@@ -1028,7 +1034,7 @@ def test_magics_drive_the_vast_backend(standin: VastStandIn, launcher: WorkerLau
         cell(f"vapp.image({IMAGE!r}, storage=16)\nvapp.configure_autoscaling(cold_workers=1, max_workers=2)")
         cell("%%vast_remote --benchmark-dataset '[{\"x\": 2}]'\nasync def square(x):\n    return x * x\n")
         assert cell("await square(8)")[0] == 64
-        assert backend_of(ip.user_ns["vapp"]).endpoint_id == endpoint  # the kept endpoint, picked up again
+        assert ip.user_ns["vapp"].snapshot().endpoint_id == endpoint  # the kept endpoint, picked up again
         _, said = cell("%vast_down")
         assert said == f"vastnb: deployment 'magicdemo' is shut down; its Vast deployment and endpoint {endpoint} are deleted.\n"
         assert endpoint not in standin.endpoints
@@ -1037,12 +1043,14 @@ def test_magics_drive_the_vast_backend(standin: VastStandIn, launcher: WorkerLau
             if isinstance(value, vastnb.Deployment):
                 value.shutdown()
         ip.user_ns.pop("vapp", None)
+        magics = ip.magics_manager.registry["VastMagics"]
+        magics._app, magics._var, magics._known = None, "app", {}  # the shell is shared with other test modules
 
 
 def test_keep_endpoint_is_refused_on_the_local_backend() -> None:
     app = vastnb.Deployment("here")
-    with pytest.raises(ConfigurationError, match=r"^shutdown\(keep_endpoint=True\): deployment 'here' runs on the local "
-                                                 r"backend, whose workers live in this kernel and cannot outlive it\. "
-                                                 r"Call shutdown\(\) without keep_endpoint\.$"):
+    with pytest.raises(NotSupportedByBackend, match=r"^shutdown\(keep_endpoint=True\): the local backend's workers "
+                                                    r"live in this kernel and cannot outlive it\. "
+                                                    r"Call shutdown\(\) without keep_endpoint\.$"):
         app.shutdown(keep_endpoint=True)
     assert app.state != "shut down"  # refused before anything stopped

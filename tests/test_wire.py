@@ -69,11 +69,11 @@ def test_connection_over_loopback_inline_and_shared_memory():
             assert conn is not None
             while True:
                 try:
-                    msg = await conn.recv()
+                    req_id, msg = await conn.recv()
                 except EOFError:
                     conn.close()
                     return
-                conn.send_obj(msg)
+                conn.send_message(msg, req_id)
 
         server = await asyncio.start_server(handle, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
@@ -81,9 +81,11 @@ def test_connection_over_loopback_inline_and_shared_memory():
         small = {"x": 1}
         big = os.urandom(SHM_THRESHOLD * 8)
         arr = np.random.rand(300_000)
-        for value in (small, big, arr, big):
-            client.send_obj(value)
-            await got.put(await client.recv())
+        for req_id, value in enumerate((small, big, arr, big), start=1):
+            client.send_message(value, req_id)
+            answer_id, answer = await client.recv()
+            assert answer_id == req_id  # the request id comes back in the frame header
+            await got.put(answer)
         results = [await got.get() for _ in range(4)]
         assert results[0] == small and results[1] == big and np.array_equal(results[2], arr) and results[3] == big
         # a segment was reused, not one per message
@@ -130,7 +132,7 @@ def test_captured_code_keeps_its_file_name_and_lines(monkeypatch, lossy):
     """Remote tracebacks find a notebook cell's lines by the code's file name: it must survive capture."""
     import pickle
 
-    from vastnb._code import capture
+    from vastnb.deployment._capture import capture
 
     if lossy:
         monkeypatch.setitem(cloudpickle.CloudPickler.dispatch_table, types.CodeType, _lose_file_names)

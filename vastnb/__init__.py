@@ -19,16 +19,20 @@ In IPython/Jupyter, ``%load_ext vastnb`` adds the magics (``%vast_deployment``,
 
 from __future__ import annotations
 
+import importlib as _importlib
 import typing as _typing
 
 from . import query
+from .backends import Backend
 from .deployment import Deployment, Image, RemoteFunction
+from .deployment import _views
 from .errors import (
     CallTimeout,
     ConfigurationError,
     ContextNotFound,
     DeploymentShutDown,
     NoMatchingGpu,
+    NotSupportedByBackend,
     QueueTimeout,
     RemoteError,
     SerializationError,
@@ -40,7 +44,12 @@ from .events import WorkerState
 
 __version__ = "0.1.0"
 
+# The package root is the notebook layer: it lends the deployment its views (progress bars, the dashboard),
+# imported only when one is first shown, so the layers below never import ipywidgets themselves.
+_views.set_provider(lambda: _importlib.import_module(".widgets", __name__))
+
 __all__ = [
+    "Backend",
     "CallTimeout",
     "ConfigurationError",
     "ContextNotFound",
@@ -48,6 +57,7 @@ __all__ = [
     "DeploymentShutDown",
     "Image",
     "NoMatchingGpu",
+    "NotSupportedByBackend",
     "QueueTimeout",
     "RemoteError",
     "RemoteFunction",

@@ -14,6 +14,7 @@ __all__ = [
     "ContextNotFound",
     "DeploymentShutDown",
     "NoMatchingGpu",
+    "NotSupportedByBackend",
     "QueueTimeout",
     "RemoteError",
     "SerializationError",
@@ -28,7 +29,7 @@ class VastnbError(Exception):
 
     def _render_traceback_(self) -> list[str]:
         """In IPython: the user's own frames and the message, without vastnb's or the futures' frames."""
-        from ._remote_errors import render_user_traceback
+        from .wire._errors import render_user_traceback
 
         return render_user_traceback(self)
 
@@ -39,6 +40,10 @@ class ConfigurationError(VastnbError, ValueError):
 
 class SerializationError(VastnbError, TypeError):
     """A value cannot be turned into bytes (or back) for the wire."""
+
+
+class NotSupportedByBackend(ConfigurationError):
+    """The deployment's backend cannot do what was asked (e.g. keep an endpoint alive on the local backend)."""
 
 
 class NoMatchingGpu(ConfigurationError):

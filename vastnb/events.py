@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 __all__ = [
+    "BUSY_WINDOW_S",
     "AutoscalerSnapshot",
     "Decision",
     "DeploymentSnapshot",
@@ -27,6 +28,10 @@ __all__ = [
     "WorkerSnapshot",
     "WorkerState",
 ]
+
+
+#: Seconds of the recent past a worker's :attr:`WorkerSnapshot.busy_share` covers.
+BUSY_WINDOW_S = 10.0
 
 
 class WorkerState(str, enum.Enum):
@@ -95,6 +100,8 @@ class WorkerSnapshot:
     gpu_memory_mb: float | None = None
     calls_done: int = 0
     price_per_hour: float | None = None  # Vast workers; None locally
+    busy_share: float | None = None  # share of the recent past (BUSY_WINDOW_S) spent running calls: how busy, truly
+    failed_phase: str | None = None  # the start-up phase that failed ("process start", "context Model", "benchmark")
 
     def uptime(self, now: float | None = None) -> float:
         end = self.stopped_at if self.stopped_at is not None else (time.time() if now is None else now)
@@ -131,13 +138,18 @@ class DeploymentSnapshot:
 
     name: str
     backend: str
-    state: str  # "declared" | "starting" | "running" | "shut down"
+    state: str  # "declared" | "starting" | "running" | "failing" (workers cannot start) | "shut down"
     workers: tuple[WorkerSnapshot, ...] = ()
     autoscaler: AutoscalerSnapshot = field(default_factory=AutoscalerSnapshot)
     decisions: tuple[Decision, ...] = ()  # most recent last
     history: tuple[tuple[float, dict[str, int]], ...] = ()  # (time, {state: count}) samples
     code_version: str = ""
     time: float = 0.0
+    endpoint_id: int | None = None  # the Vast endpoint serving the deployment (backend vast)
+    queued: int = 0  # calls waiting for a worker
+    benchmark_function: str | None = None  # the function whose benchmark the perf scores (and capacity) come from
+    start_failures: int = 0  # workers that failed to start since the last one that did
+    start_error: str | None = None  # why the last one failed (first line of the error)
 
 
 @dataclass(frozen=True)

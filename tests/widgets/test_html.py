@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from vastnb.widgets import _charts as charts
 from vastnb.widgets import _html as h
 
 
@@ -51,12 +52,12 @@ def test_text_helpers() -> None:
 
 
 def test_svg_pieces_escape_and_scale() -> None:
-    bar = h.stacked_hbar([("<phase>", 3.0, "#123456"), ("b", 1.0, "#654321")], 8.0, width=200)
+    bar = charts.stacked_hbar([("<phase>", 3.0, "#123456"), ("b", 1.0, "#654321")], 8.0, width=200)
     assert "&lt;phase&gt;: 3.0 s" in bar and "<phase>" not in bar
     assert 'width="75.0"' in bar and 'width="25.0"' in bar  # 3 s and 1 s of 8 s on 200 px
-    chart = h.line_chart([h.Series("load", "#000000", [(0.0, 1.0), (10.0, 3.0)])], t0=0.0, t1=10.0)
+    chart = charts.line_chart([charts.Series("load", "#000000", [(0.0, 1.0), (10.0, 3.0)])], t0=0.0, t1=10.0)
     assert "<polyline" in chart and "now" in chart
-    area = h.stacked_steps([0.0, 5.0], [("ready", "#22c55e", [1.0, 2.0])], t0=0.0, t1=10.0)
+    area = charts.stacked_steps([0.0, 5.0], [("ready", "#22c55e", [1.0, 2.0])], t0=0.0, t1=10.0)
     assert "<polygon" in area
 
 

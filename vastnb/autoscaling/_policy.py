@@ -205,8 +205,11 @@ class LoadMeter:
         return max(short / min(self.short_s, elapsed), long / min(self.long_s, elapsed))
 
 
-def decide(view: ScalingView, settings: AutoscalingSettings, state: PolicyState) -> tuple[Recommendation, PolicyState]:
-    """The recommendation for ``view.now`` and the state to pass to the next call."""
+def decide(view: ScalingView, settings: AutoscalingSettings, state: PolicyState, *,
+           scale_down_cooldown: float = SCALE_DOWN_COOLDOWN_S) -> tuple[Recommendation, PolicyState]:
+    """The recommendation for ``view.now`` and the state to pass to the next call.
+
+    ``scale_down_cooldown``: seconds the need must stay below the workers before idle ones are drained."""
     now = view.now
     first_seen = state.first_seen if state.first_seen is not None else now
     assumed = view.assumed_perf_score
@@ -290,7 +293,7 @@ def decide(view: ScalingView, settings: AutoscalingSettings, state: PolicyState)
         forced = max(0, current - cap)  # over the cap (max_workers lowered): drain at once
         below_since = state.below_since if state.below_since is not None else now
         held = now - below_since
-        settled = timed_out or held >= SCALE_DOWN_COOLDOWN_S
+        settled = timed_out or held >= scale_down_cooldown
         surplus = current - desired if settled else forced
         stop = _drain(counted, surplus, forced, capacity, perf, spare, now)
         after = current - len(stop)
@@ -299,7 +302,7 @@ def decide(view: ScalingView, settings: AutoscalingSettings, state: PolicyState)
         elif not stop:
             reason = (
                 f"holding {current}: {ctx.load_text('<')}; -{current - desired}"
-                f" in {fmt.seconds(SCALE_DOWN_COOLDOWN_S - held)} (cooldown {fmt.seconds(SCALE_DOWN_COOLDOWN_S)})"
+                f" in {fmt.seconds(scale_down_cooldown - held)} (cooldown {fmt.seconds(scale_down_cooldown)})"
             )
         elif forced and len(stop) <= forced:
             reason = f"{cap_name} {cap} < {fmt.plural(current)} → -{fmt.plural(len(stop))} (target {after})"

@@ -187,12 +187,12 @@ class SimulationResult:
         }
 
     def to_text(self, rows: int = 30) -> str:
-        from ._render import result_text
+        from ._report import result_text
 
         return result_text(self, rows)
 
     def _repr_html_(self) -> str:
-        from ._render import result_html
+        from ._report import result_html
 
         return result_html(self)
 
@@ -378,12 +378,12 @@ class Comparison:
         return [{"settings": name, **r.summary()} for name, r in self.results.items()]
 
     def to_text(self) -> str:
-        from ._render import comparison_text
+        from ._report import comparison_text
 
         return comparison_text(self)
 
     def _repr_html_(self) -> str:
-        from ._render import comparison_html
+        from ._report import comparison_html
 
         return comparison_html(self)
 

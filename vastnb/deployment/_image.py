@@ -6,6 +6,7 @@ import os
 from typing import Any, Callable
 
 from ..errors import ConfigurationError
+from ..spec import ImageSpec
 
 __all__ = ["Image"]
 
@@ -145,6 +146,15 @@ class Image:
 
     def _changed(self, what: str) -> str | None:
         return self._on_change(what) if self._on_change is not None else None
+
+    def spec(self) -> ImageSpec:
+        """The image as declared now, frozen (what a backend deploys)."""
+        return ImageSpec(
+            name=self._image, storage=self._storage, requirement=self.requirement, envs=dict(self._envs),
+            runs=tuple(self._runs), venv=self._venv, pip_installs=tuple(self._pip_installs),
+            apt_gets=tuple(self._apt_gets), copies=tuple(self._copies), ports=tuple(sorted(self._ports)),
+            docker_login=dict(self._docker_login),
+        )
 
     def describe(self) -> dict[str, Any]:
         return {

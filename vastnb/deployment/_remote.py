@@ -15,30 +15,43 @@ import concurrent.futures
 import contextvars
 import functools
 import inspect
-import queue
-import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal
 
+from ..backends import CallRequest
 from ..errors import ConfigurationError, SerializationError
+from ..spec import (
+    DEFAULT_BENCHMARK_RUNS,
+    DEFAULT_MAX_QUEUE_TIME,
+    DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT,
+    FunctionSpec,
+    workload_of,
+)
 from ..wire import Payload, dumps_payload
+from ..wire.messages import CallFunction
+from ._relay import OutputRelay, write_output
+from ._views import progress as progress_bar
 
 if TYPE_CHECKING:
     from ._deployment import Deployment
 
 __all__ = ["RemoteFunction", "RemoteOptions"]
 
+#: A call ready to submit: the function version, the pickled call, its workload.
+Prepared = tuple[FunctionSpec, Payload, float]
+
 
 @dataclass(frozen=True)
 class RemoteOptions:
     benchmark_dataset: list[dict] | None = None
     benchmark_generator: Callable[[], dict] | None = None
-    benchmark_runs: int = 10
+    benchmark_runs: int = DEFAULT_BENCHMARK_RUNS
     workload_calculator: Callable[..., float] | None = None
     allow_parallel_requests: bool = False
-    max_queue_time: float = 30.0
-    retries: int = 2
-    timeout: float = 600.0
+    max_queue_time: float = DEFAULT_MAX_QUEUE_TIME
+    retries: int = DEFAULT_RETRIES
+    timeout: float = DEFAULT_TIMEOUT
 
     @property
     def has_benchmark(self) -> bool:
@@ -142,14 +155,14 @@ class RemoteFunction:
         return (unwrap, (self._fn,))
 
     # ------------------------------------------------------------------ preparing a call
-    def _prepare(self, args: tuple, kwargs: dict) -> tuple[Payload, float]:
+    def _prepare(self, args: tuple, kwargs: dict) -> "Prepared":
         __tracebackhide__ = True
         try:
             bound = self.__signature__.bind(*args, **kwargs)
         except TypeError as exc:
             raise TypeError(f"{self.name}{self.__signature__}: {exc}") from None
         spec = self._app._function_spec(self.name)
-        msg = {"op": "call", "fn": spec.hash, "args": tuple(bound.args), "kwargs": dict(bound.kwargs)}
+        msg = CallFunction(spec.hash, tuple(bound.args), dict(bound.kwargs))
         try:
             payload = dumps_payload(msg, f"the arguments of {self.name}()")
         except SerializationError:
@@ -163,34 +176,25 @@ class RemoteFunction:
                         "or create the object on the worker (in a context's __aenter__)."
                     ) from None
             raise
-        workload = 100.0
-        calc = self.options.workload_calculator
-        if calc is not None:
-            try:
-                workload = float(calc(*bound.args, **bound.kwargs))
-            except Exception:  # noqa: BLE001 - as the official worker: fall back to the default
-                workload = 100.0
-            if not workload > 0:
-                workload = 100.0
-        return payload, workload
+        return spec, payload, workload_of(self.options.workload_calculator, tuple(bound.args), bound.kwargs)
 
     # ------------------------------------------------------------------ ways to call
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """``await fn(...)``: run on the quickest ready worker."""
         __tracebackhide__ = True
-        payload, workload = self._prepare(args, kwargs)
-        return self._acall(payload, workload)
+        return self._acall(self._prepare(args, kwargs))
 
-    async def _acall(self, payload: Payload, workload: float) -> Any:
+    async def _acall(self, prepared: "Prepared") -> Any:
         __tracebackhide__ = True
         loop = asyncio.get_running_loop()
         ctx = contextvars.copy_context()  # output is written in the calling cell's context
         waiter: asyncio.Future[Any] = loop.create_future()
 
         def sink(stream: str, text: str) -> None:
-            loop.call_soon_threadsafe(_write, stream, text, context=ctx)
+            loop.call_soon_threadsafe(write_output, stream, text, context=ctx)
 
-        future = self._app._submit(self.name, payload, workload, sink)
+        spec, payload, workload = prepared
+        future = self._app._submit(CallRequest(spec, payload, workload, sink))
         # scheduled after any output callbacks of the same call, so output comes first
         future.add_done_callback(lambda f: loop.call_soon_threadsafe(_settle, waiter, f))
         try:
@@ -200,11 +204,20 @@ class RemoteFunction:
                 self._app._cancel(future)
             raise
 
+    def submit(self, *args: Any, **kwargs: Any) -> "concurrent.futures.Future[Any]":
+        """Queue one call and return at once: a ``concurrent.futures.Future`` of its result.
+
+        Submitted calls queue like a :meth:`map`'s (no ``max_queue_time`` refusal: you chose to queue them);
+        ``future.cancel()`` cancels the call on its worker too. Remote ``print`` output is not shown."""
+        spec, payload, workload = self._prepare(args, kwargs)
+        future = self._app._submit(CallRequest(spec, payload, workload, None, "map"))
+        future.add_done_callback(lambda f: self._app._cancel(f) if f.cancelled() else None)
+        return future
+
     def call(self, *args: Any, **kwargs: Any) -> Any:
         """Run on a worker and block until the result is back (works inside a running event loop)."""
         __tracebackhide__ = True
-        payload, workload = self._prepare(args, kwargs)
-        return _wait_all(self._app, [(payload, workload)], self.name, progress=None)[0]
+        return _wait_all(self._app, [self._prepare(args, kwargs)], self.name, progress=None)[0]
 
     def map(self, inputs: Iterable[Any], *, return_exceptions: bool = False, progress: bool | None = None) -> list[Any]:
         """Call once per input, spread over the workers; results in input order.
@@ -224,9 +237,9 @@ class RemoteFunction:
         loop = asyncio.get_running_loop()
 
         def sink(stream: str, text: str) -> None:
-            loop.call_soon_threadsafe(_write, stream, text)
+            loop.call_soon_threadsafe(write_output, stream, text)
 
-        futures = [self._app._submit(self.name, p, w, sink, kind="map") for p, w in prepared]
+        futures = [self._app._submit(CallRequest(spec, p, w, sink, "map")) for spec, p, w in prepared]
         try:
             results = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures), return_exceptions=return_exceptions)
         except asyncio.CancelledError:
@@ -255,43 +268,36 @@ def _as_args(item: Any) -> tuple[tuple, dict]:
     return (item,), {}
 
 
-def _write(stream: str, text: str) -> None:
-    target = sys.stderr if stream == "stderr" else sys.stdout
-    target.write(text)
-    target.flush()
-
-
-def _wait_all(app: "Deployment", prepared: list[tuple[Payload, float]], name: str, *,
+def _wait_all(app: "Deployment", prepared: "list[Prepared]", name: str, *,
               progress: bool | None, return_exceptions: bool = False) -> list[Any]:
     """Submit calls and block the calling thread, writing their output as it arrives."""
     __tracebackhide__ = True
-    events: queue.SimpleQueue[tuple[str, Any, Any]] = queue.SimpleQueue()
-    kind = "map" if len(prepared) > 1 or progress is not None else "call"
-
-    def sink(stream: str, text: str) -> None:
-        events.put(("out", stream, text))
-
+    relay = OutputRelay()
+    sink = relay.sink()
+    kind: Literal["call", "map"] = "map" if len(prepared) > 1 or progress is not None else "call"
     futures: list[concurrent.futures.Future[Any]] = []
-    for payload, workload in prepared:
-        fut = app._submit(name, payload, workload, sink, kind=kind)
-        fut.add_done_callback(lambda f: events.put(("done", f, None)))
+    for spec, payload, workload in prepared:
+        fut = app._submit(CallRequest(spec, payload, workload, sink, kind))
+        relay.watch(fut)
         futures.append(fut)
-    bar = app._progress(len(futures), f"{name}.map") if (progress or (progress is None and len(futures) > 1)) else None
+    bar = progress_bar(len(futures), f"{name}.map") if (progress or (progress is None and len(futures) > 1)) else None
     done = 0
     try:
         while done < len(futures):
-            what, a, b = events.get()
+            event = relay.next()
+            assert event is not None
+            what, _key, a, b = event
             if what == "out":
-                _write(a, b)
-            else:
-                done += 1
-                if bar is not None:
-                    bar.update(1)
-                if not return_exceptions and not a.cancelled() and a.exception() is not None:
-                    for f in futures:  # the first failure ends the map: cancel what has not run yet
-                        if not f.done():
-                            app._cancel(f)
-                    raise a.exception()
+                write_output(a, b)
+                continue
+            done += 1
+            if bar is not None:
+                bar.update(1)
+            if not return_exceptions and not a.cancelled() and a.exception() is not None:
+                for f in futures:  # the first failure ends the map: cancel what has not run yet
+                    if not f.done():
+                        app._cancel(f)
+                raise a.exception()
     except KeyboardInterrupt:
         for f in futures:
             if not f.done():
@@ -300,13 +306,7 @@ def _wait_all(app: "Deployment", prepared: list[tuple[Payload, float]], name: st
     finally:
         if bar is not None:
             bar.close()
-    while True:  # output that arrived with the last result
-        try:
-            what, a, b = events.get_nowait()
-        except queue.Empty:
-            break
-        if what == "out":
-            _write(a, b)
+    relay.flush_output(lambda _key, stream, text: write_output(stream, text))
     results: list[Any] = []
     for f in futures:
         if f.cancelled():

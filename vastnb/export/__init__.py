@@ -26,11 +26,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from ._cells import Cell, ExportError, as_cells, parse_cells, read_notebook
+from ._notebook import Cell, ExportError, as_cells, parse_cells, read_notebook
 from ._plan import Plan, make_plan
 from ._render import render_client, render_module
 from ._sdk_check import client_mode_config
-from ._wire import WireWarning, wire_warnings
+from ._wire_checks import WireWarning, wire_warnings
 
 __all__ = [
     "Cell",

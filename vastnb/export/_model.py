@@ -7,8 +7,8 @@ import dataclasses
 import enum
 from dataclasses import dataclass, field
 
-from .._magic_lines import python_without_comment
-from ._cells import DEFINING_MAGICS, ExportError, ParsedCell, Statement, parse_deployment_line, parse_remote_line
+from ..magics.grammar import python_without_comment
+from ._notebook import DEFINING_MAGICS, ExportError, ParsedCell, Statement, parse_deployment_line, parse_remote_line
 from ._scope import Names, analyse, expression_names, has_top_level_await, mutated_name
 
 __all__ = ["exported_cell", "Aliases", "ContextDecl", "DeploymentDecl", "ImageStmt", "Kind", "Option", "RemoteDecl", "Unit", "classify"]

@@ -6,7 +6,7 @@ import ast
 import builtins
 from dataclasses import dataclass, field
 
-from ._cells import ExportError, ParsedCell
+from ._notebook import ExportError, ParsedCell
 from ._model import Aliases, Kind, Unit, _py_str, classify, exported_cell
 from ._scope import analyse
 

@@ -7,10 +7,10 @@ import textwrap
 from dataclasses import dataclass
 
 from ..query import RAW_UNIT_FACTORS
-from ._cells import Statement
+from ._notebook import Statement
 from ._model import BENCHMARK_OPTIONS, CLIENT_REMOTE_OPTIONS, OFFICIAL_IMAGE_METHODS, SERVE_ONLY_OPTIONS, Kind, Option, Unit
 from ._plan import Plan, _required_parameters
-from ._wire import WireWarning
+from ._wire_checks import WireWarning
 
 __all__ = ["render_client", "render_module"]
 

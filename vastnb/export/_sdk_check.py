@@ -17,7 +17,7 @@ import sys
 import tempfile
 from typing import Any
 
-from ._cells import ExportError
+from ._notebook import ExportError
 
 __all__ = ["client_mode_config"]
 

@@ -9,21 +9,19 @@ short way.
 from __future__ import annotations
 
 import ast
-import importlib
-import time
-from typing import Any, Callable
+from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
-from IPython.core.magic_arguments import argument, argument_group, magic_arguments
+from IPython.core.magic_arguments import argument, magic_arguments
 
 from ..deployment import Deployment
-from ..errors import ConfigurationError, SerializationError, VastnbError
-from .._magic_lines import python_without_comment
-from ._args import help_argument, parse, python_names, wants_help
-from ._bench import benchmark_request, benchmark_target
-from ._cells import compile_cell, format_remote_failure, run_in_user_namespace, show_short
+from ..errors import ConfigurationError, NotSupportedByBackend, SerializationError, VastnbError
+from ._args import context_arguments, evaluate_option, help_argument, parse, python_names, wants_help
+from ._support import MISSING, check_sendable, optional, renderers, restore, settle
+from ._cell_code import compile_cell, format_remote_failure, run_in_user_namespace, show_short
 from ._run import CellRun, PerWorker, WorkerValue, raise_failures
+from .grammar import DEPLOYMENT_OPTIONS, REMOTE_OPTIONS, magic_arguments_for
 
 __all__ = ["VastMagics"]
 
@@ -103,8 +101,8 @@ class VastMagics(Magics):
             show_short(exc, [f"{magic}: the new code could not be applied on the workers:", *format_remote_failure(exc)])
             raise
 
-    def _runtime(self, app: Deployment, magic: str) -> Any:
-        """A started runtime with at least one ready worker."""
+    def _ready(self, app: Deployment, magic: str) -> None:
+        """Make sure the deployment runs and has at least one ready worker."""
         if app.state == "shut down":
             raise UsageError(
                 f"{magic}: deployment {app.name!r} is shut down; create it again with `%vast_deployment {app.name}`."
@@ -115,10 +113,6 @@ class VastMagics(Magics):
                 app.ensure_ready()
             except VastnbError as exc:
                 raise UsageError(f"{magic}: {exc}") from None
-        runtime = app._runtime
-        if runtime is None or not hasattr(runtime, "run_cell"):
-            raise UsageError(f"{magic}: the {app.backend} backend cannot do this yet; use backend='local'.")
-        return runtime
 
     def _bind(self, name: str, value: Any) -> None:
         self._ns[name] = value
@@ -126,11 +120,7 @@ class VastMagics(Magics):
     # ================================================================ %vast_deployment
     @magic_arguments()
     @help_argument
-    @argument("name", nargs="?", help="the deployment's name; running it again with the same name selects the existing one")
-    @argument("--backend", choices=("local", "vast"), default=None,
-              help="where workers run: processes on this machine (local, the default) or Vast Serverless (vast)")
-    @argument("--tag", default=None, help="the deployment's tag (default: default)")
-    @argument("--var", default=None, metavar="NAME", help="the notebook variable to bind it to (default: app)")
+    @magic_arguments_for(DEPLOYMENT_OPTIONS)
     @line_magic
     def vast_deployment(self, line: str) -> Any:
         """Create or select the notebook's current deployment and bind it as ``app``.
@@ -206,55 +196,23 @@ class VastMagics(Magics):
             )
         name = classes[0].name
         ns = self._ns
-        before = ns.get(name, _MISSING)
+        before = ns.get(name, MISSING)
         run_in_user_namespace(self.shell, cell_code)
         try:
-            args, kwargs = self._constructor_arguments(line)
+            args, kwargs = context_arguments(self._ns, line)
             app.context(*args, **kwargs)(ns[name])
         except (UsageError, ConfigurationError) as exc:
-            _restore(ns, name, before)
+            restore(ns, name, before)
             message = str(exc) if isinstance(exc, UsageError) else f"%%vast_context: {exc}"
             raise UsageError(message) from None
         self._sync(app, "%%vast_context")
         return None
 
-    def _constructor_arguments(self, line: str) -> tuple[tuple, dict]:
-        text = python_without_comment(line).strip()
-        if not text:
-            return (), {}
-        try:
-            code = compile(f"__vastnb_arguments__({text})", "<%%vast_context arguments>", "eval")
-        except SyntaxError as exc:
-            raise UsageError(
-                f"%%vast_context: cannot read the arguments `{text}` ({exc.msg}). Write them as @app.context(...) "
-                'takes them, e.g. %%vast_context "weights.pt", dtype="bf16".'
-            ) from None
-        helper = {"__vastnb_arguments__": lambda *a, **k: (a, k)}
-        try:
-            args, kwargs = eval(code, self._ns, helper)
-        except Exception as exc:  # noqa: BLE001 - any error in the user's expressions
-            raise UsageError(f"%%vast_context: evaluating the arguments `{text}` failed: {type(exc).__name__}: {exc}") from None
-        return args, kwargs
-
     # ================================================================ %%vast_remote
     @no_var_expand
     @magic_arguments("%vast_remote")
     @help_argument
-    @argument_group("benchmark", "Apply to the first async def in the cell (the function workers are scored with).")
-    @argument("--benchmark-dataset", metavar="EXPR",
-              help='benchmark inputs: a list of dicts of arguments, a Python expression evaluated in the notebook, '
-                   "e.g. '[{\"x\": 2}]'")
-    @argument("--benchmark-generator", metavar="NAME", help="a function returning one dict of arguments per call")
-    @argument("--benchmark-runs", metavar="N", type=int, default=10, help="timed benchmark runs (default: 10)")
-    @argument("--workload-calculator", metavar="NAME",
-              help="a function of the call's arguments returning its workload (default: 100 per request)")
-    @argument_group("calls", "Apply to every async def in the cell.")
-    @argument("--allow-parallel-requests", action="store_true", help="let a worker run several calls at once")
-    @argument("--max-queue-time", metavar="S", type=float, default=30.0,
-              help="fail a call that would wait longer than S seconds for a worker (default: 30)")
-    @argument("--retries", metavar="N", type=int, default=2,
-              help="re-run a call this many times when its worker dies (default: 2; 0 for non-idempotent code)")
-    @argument("--timeout", metavar="S", type=float, default=600.0, help="fail a call after S seconds (default: 600)")
+    @magic_arguments_for(REMOTE_OPTIONS)
     @cell_magic
     def vast_remote(self, line: str, cell: str) -> None:
         """Make each top-level ``async def`` in the cell a remote function, bound under its own name.
@@ -286,7 +244,7 @@ class VastMagics(Magics):
             )
         ns = self._ns
         names = [node.name for node in coroutines]
-        before = {n: ns.get(n, _MISSING) for n in names}
+        before = {n: ns.get(n, MISSING) for n in names}
         run_in_user_namespace(self.shell, cell_code)
         calls = {
             "allow_parallel_requests": args.allow_parallel_requests,
@@ -296,10 +254,10 @@ class VastMagics(Magics):
         }
         try:
             bench = {
-                "benchmark_dataset": self._evaluate("--benchmark-dataset", args.benchmark_dataset),
-                "benchmark_generator": self._evaluate("--benchmark-generator", args.benchmark_generator),
+                "benchmark_dataset": evaluate_option(self._ns, "--benchmark-dataset", args.benchmark_dataset),
+                "benchmark_generator": evaluate_option(self._ns, "--benchmark-generator", args.benchmark_generator),
                 "benchmark_runs": args.benchmark_runs,
-                "workload_calculator": self._evaluate("--workload-calculator", args.workload_calculator),
+                "workload_calculator": evaluate_option(self._ns, "--workload-calculator", args.workload_calculator),
             }
             remote = {}
             for i, name in enumerate(names):
@@ -307,24 +265,12 @@ class VastMagics(Magics):
                 remote[name] = app.remote(**options)(ns[name])
         except (UsageError, ConfigurationError) as exc:
             for n, value in before.items():
-                _restore(ns, n, value)
+                restore(ns, n, value)
             message = str(exc) if isinstance(exc, UsageError) else f"%%vast_remote: {exc}"
             raise UsageError(message) from None
         ns.update(remote)
         self._sync(app, "%%vast_remote")
         return None
-
-    def _evaluate(self, option: str, expression: str | None) -> Any:
-        if expression is None:
-            return None
-        try:
-            return eval(expression, self._ns)
-        except NameError as exc:
-            raise UsageError(
-                f"%%vast_remote {option}: {exc}; define it in this cell or an earlier one."
-            ) from None
-        except Exception as exc:  # noqa: BLE001 - any error in the user's expression
-            raise UsageError(f"%%vast_remote {option}: cannot evaluate {expression!r}: {type(exc).__name__}: {exc}") from None
 
     # ================================================================ %%vast_run
     @no_var_expand
@@ -359,10 +305,10 @@ class VastMagics(Magics):
             names = ", ".join(f"`{n}`" for n in missing)
             raise UsageError(f"%%vast_run --push: {names} {'is' if len(missing) == 1 else 'are'} not defined in the notebook.")
         push = {n: ns[n] for n in push_names}
-        _check_sendable(push)
-        runtime = self._runtime(app, "%%vast_run")
+        check_sendable(push)
+        self._ready(app, "%%vast_run")
         if args.all or args.worker:
-            _settle(app)
+            settle(app)
         serving = [w.id for w in app.snapshot().workers if w.state.serving]
         targets: list[str] | None = None
         if args.all:
@@ -373,8 +319,8 @@ class VastMagics(Magics):
                     f"%%vast_run --worker: worker {args.worker!r} is not ready; ready workers: {', '.join(serving) or 'none'}."
                 )
             targets = [args.worker]
-        message = {"source": cell_code.source, "filename": cell_code.filename, "push": push, "pull": pull}
-        results = CellRun(runtime, message, targets, labelled=len(targets or ()) > 1).run()
+        request = {"source": cell_code.source, "filename": cell_code.filename, "push": push, "pull": pull}
+        results = CellRun(app, request, targets, labelled=len(targets or ()) > 1).run()
         ok = {wid: r for wid, r in results.items() if not isinstance(r, BaseException)}
         if len(ok) != len(results):
             shown = PerWorker({wid: r["repr"] for wid, r in ok.items() if r.get("repr") is not None})
@@ -414,7 +360,7 @@ class VastMagics(Magics):
                 return None
             except ImportError:
                 pass
-        render_html, render_text = _renderers()
+        render_html, render_text = renderers()
         snap = app.snapshot()
         display({"text/plain": render_text(snap), "text/html": render_html(snap)}, raw=True)
         return None
@@ -461,16 +407,18 @@ class VastMagics(Magics):
         if args is None:
             return None
         app = self.current("%vast_down")
-        if args.keep_endpoint and app.backend != "vast":
+        snap = app.snapshot()
+        alive = sum(1 for w in snap.workers if w.state.alive)
+        endpoint = snap.endpoint_id
+        try:
+            app.shutdown(keep_endpoint=args.keep_endpoint)
+        except NotSupportedByBackend:
             raise UsageError(
                 f"%vast_down --keep-endpoint: deployment {app.name!r} runs on the {app.backend} backend, whose workers "
                 "cannot outlive this kernel. Run %vast_down without --keep-endpoint."
-            )
-        alive = sum(1 for w in app.snapshot().workers if w.state.alive)
-        endpoint = getattr(app._runtime, "endpoint_id", None)
-        app.shutdown(keep_endpoint=args.keep_endpoint)
+            ) from None
         stopped = f"{alive} worker{'s' if alive != 1 else ''} stopped"
-        if app.backend != "vast":
+        if endpoint is None:
             print(f"vastnb: deployment {app.name!r} is shut down ({stopped}).")
         elif args.keep_endpoint:
             print(f"vastnb: deployment {app.name!r} let go; its Vast endpoint {endpoint} keeps serving and costing money. "
@@ -489,16 +437,18 @@ class VastMagics(Magics):
         if args is None:
             return None
         app = self.current("%vast_benchmark")
-        name, spec = benchmark_target(app, args.function)
-        runtime = self._runtime(app, "%vast_benchmark")
-        self._sync(app, "%vast_benchmark")
-        blob = benchmark_request(app, name, spec)
         try:
-            scores = runtime.benchmark(blob).result()
+            name = app.benchmark_function(args.function)
+        except ConfigurationError as exc:
+            raise UsageError(f"%vast_benchmark: {exc}") from None
+        self._ready(app, "%vast_benchmark")
+        self._sync(app, "%vast_benchmark")
+        try:
+            scores = app.benchmark(name)
         except Exception as exc:
             show_short(exc, ["%vast_benchmark: the benchmark failed:", *format_remote_failure(exc)])
             raise
-        o = spec.options
+        o = app.functions[name].options
         per_run = "10 concurrent requests" if o.allow_parallel_requests else "1 request"
         print(f"benchmark of {name}: {o.benchmark_runs} runs of {per_run} on {len(scores)} worker{'s' if len(scores) != 1 else ''}")
         width = max([len("worker"), *map(len, scores)])
@@ -515,13 +465,13 @@ class VastMagics(Magics):
         if parse(self.vast_gpus, "%vast_gpus", line) is None:
             return None
         app = self.current("%vast_gpus")
-        image = app._image
+        image = app.current_image
         if image is None:
             raise UsageError(
                 f"%vast_gpus: deployment {app.name!r} has no image yet; declare it first, e.g. "
                 f'image = {self._var}.image("vastai/pytorch:@vastai-automatic-tag")'
             )
-        picker = _optional("vastnb.widgets", "GpuPicker", "%vast_gpus: the GPU picker")
+        picker = optional("vastnb.widgets", "GpuPicker", "%vast_gpus: the GPU picker")
         return picker(image, source=app)
 
     @magic_arguments()
@@ -544,7 +494,7 @@ class VastMagics(Magics):
 
         from ._export import history_cells, notebook_path
 
-        export = _optional("vastnb.export", None, "%vast_export: the export module")
+        export = optional("vastnb.export", None, "%vast_export: the export module")
         options = {"path": args.path, "client": args.client, "check": args.check}
         source = notebook_path(self.shell)
         try:
@@ -566,57 +516,3 @@ class VastMagics(Magics):
             display({"text/plain": f"{result.summary()}\n\n{result.module_source}",
                      "text/markdown": result._repr_markdown_()}, raw=True)
         return None
-
-
-# ==================================================================== helpers
-class _Missing:
-    pass
-
-
-_MISSING = _Missing()
-
-
-def _restore(ns: dict[str, Any], name: str, value: Any) -> None:
-    """Put back what ``name`` was before a cell that failed to register redefined it."""
-    if value is _MISSING:
-        ns.pop(name, None)
-    else:
-        ns[name] = value
-
-
-def _check_sendable(values: dict[str, Any]) -> None:
-    from ..wire import dumps_payload
-
-    for name, value in values.items():
-        try:
-            dumps_payload(value, f"`{name}`")
-        except SerializationError as exc:
-            raise UsageError(f"%%vast_run --push: {exc}") from None
-
-
-def _settle(app: Deployment, timeout: float = 60.0) -> None:
-    """Wait (bounded) for workers that are still starting, so ``--all`` means every worker the deployment has."""
-    deadline = time.monotonic() + timeout
-    while any(w.state.starting for w in app.snapshot().workers) and time.monotonic() < deadline:
-        time.sleep(0.02)
-
-
-def _optional(module: str, name: str | None, what: str) -> Any:
-    """A part another module provides (widgets, export), with a clear message while it is missing."""
-    try:
-        mod = importlib.import_module(module)
-        return mod if name is None else getattr(mod, name)
-    except (ImportError, AttributeError) as exc:
-        target = module if name is None else f"{module}.{name}"
-        raise UsageError(f"{what} ({target}) is not available in this installation: {exc}") from None
-
-
-def _renderers() -> tuple[Callable[..., str], Callable[..., str]]:
-    for module in ("vastnb.widgets", "vastnb.widgets.dashboard"):
-        try:
-            mod = importlib.import_module(module)
-            return mod.render_html, mod.render_text
-        except (ImportError, AttributeError):
-            continue
-    render = _optional("vastnb.widgets", "render_html", "%vast_status: the dashboard")  # raises the clear message
-    return render, render

@@ -11,14 +11,14 @@ as soon as the ones before it have finished), so it reads the same every time.
 from __future__ import annotations
 
 import concurrent.futures
-import queue
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from IPython.core.error import UsageError
 
-from ._cells import format_remote_failure, show_short
+from ..deployment import OutputRelay
+from ._cell_code import format_remote_failure, show_short
 
 __all__ = ["CellRun", "PerWorker", "WorkerValue"]
 
@@ -82,35 +82,23 @@ class _Writer:
 class CellRun:
     """One ``%%vast_run`` execution: submit to the workers, relay output in order, collect results."""
 
-    def __init__(self, runtime: Any, message: dict[str, Any], targets: list[str] | None, labelled: bool) -> None:
-        self.runtime = runtime
-        self.message = message
+    def __init__(self, app: Any, cell: dict[str, Any], targets: list[str] | None, labelled: bool) -> None:
+        self.app = app
+        self.cell = cell
         self.targets = targets
         self.labelled = labelled
-        self.events: queue.SimpleQueue[tuple[str, str, str, str]] = queue.SimpleQueue()
-
-    def _sink_for(self, worker_id: str) -> Any:
-        def sink(stream: str, text: str) -> None:
-            self.events.put(("out", worker_id, stream, text))
-
-        return sink
-
-    def _on_done(self, index: int) -> Callable[[Any], None]:
-        def done(_future: Any) -> None:
-            self.events.put(("done", str(index), "", ""))
-
-        return done
+        self.relay = OutputRelay()
 
     def run(self) -> dict[str, Any]:
         """Run the cell; returns ``{worker id: {"repr", "pulled"} or exception}`` in worker order."""
         futures: list[concurrent.futures.Future[dict[str, Any]]] = []
-        if self.targets is None:  # one worker, the runtime picks it
-            futures.append(self.runtime.run_cell(None, self.message, self._sink_for))
+        if self.targets is None:  # one worker, the backend picks it
+            futures.append(self.app.run_cell(**self.cell, output=self.relay.sink, wait=False))
         else:
             for wid in self.targets:
-                futures.append(self.runtime.run_cell([wid], self.message, self._sink_for))
+                futures.append(self.app.run_cell(**self.cell, workers=[wid], output=self.relay.sink, wait=False))
         for i, fut in enumerate(futures):
-            fut.add_done_callback(self._on_done(i))
+            self.relay.watch(fut, i)
         try:
             self._relay(futures)
         except KeyboardInterrupt:
@@ -144,10 +132,10 @@ class CellRun:
             return writers[wid]
 
         while finished < len(futures):
-            try:
-                kind, a, stream, text = self.events.get(timeout=_POLL)
-            except queue.Empty:
+            event = self.relay.next(timeout=_POLL)  # wakes to let Ctrl-C in
+            if event is None:
                 continue
+            kind, a, stream, text = event
             if kind == "out":
                 if not order or (cursor < len(order) and a == order[cursor]):
                     writer(a).write(stream, text)
@@ -156,7 +144,7 @@ class CellRun:
                 continue
             finished += 1
             if order:
-                done.add(order[int(a)])
+                done.add(order[a])
             while cursor < len(order) and order[cursor] in done:
                 writer(order[cursor]).close()
                 cursor += 1

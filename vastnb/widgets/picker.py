@@ -24,6 +24,7 @@ from .. import gpus as _gpus
 from .. import query as _q
 from ..errors import ConfigurationError
 from ..events import Event, EventKind, WorkerSnapshot
+from . import _charts as svg
 from . import _html as h
 from .progress import Throttle
 
@@ -54,15 +55,6 @@ def _model_of(gpu: str | None) -> _gpus.GpuModel | None:
     if not gpu:
         return None
     return _gpus.by_name(re.sub(r"\s*#\d+$", "", gpu))
-
-
-def _per_dollar(perf: float, dph: float) -> str:
-    """Workload units per dollar, from units per second and dollars per hour."""
-    units = perf * 3600 / dph
-    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if units >= div:
-            return f"{units / div:.3g}{suffix}"
-    return f"{units:.3g}"
 
 
 class GpuPicker:
@@ -445,8 +437,8 @@ class GpuPicker:
             rows = [[
                 f"<b>{h.esc(r['model'])}</b>", h.fmt_count(r["workers"]), h.fmt_rate(r["perf"]),
                 h.fmt_money(r["price"]) if r["price"] is not None else f'<span style="color:{h.FAINT}">–</span>',
-                (f'<div style="display:flex;align-items:center;gap:6px">{h.hbar(r["per_dollar"], top, h.STATE_COLORS["ready"], width=90, height=9)}'
-                 f'{_per_dollar(r["perf"], r["price"])}</div>') if r["per_dollar"] else "",
+                (f'<div style="display:flex;align-items:center;gap:6px">{svg.hbar(r["per_dollar"], top, h.STATE_COLORS["ready"], width=90, height=9)}'
+                 f'{h.fmt_per_dollar(r["perf"], r["price"])}</div>') if r["per_dollar"] else "",
             ] for r in measured]
             body += h.panel(h.table(["GPU model", "Workers", "Score", "$/hour", "Work per $"], rows, align="lrrrl"),
                             title="Measured price · performance", sub=True, note="benchmark score; work per $ = score × 3600 ÷ $/hour")

@@ -17,17 +17,19 @@ import asyncio
 import contextvars
 import inspect
 import linecache
-import os
 import pickle
 import sys
 import time
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 from ..errors import ContextNotFound
+from ..spec import BenchmarkSpec, ContextSpec, workload_of
+from ..wire.messages import InstallFunction
 
-__all__ = ["WorkerCore", "format_remote_error", "current_core"]
+__all__ = ["WorkerCore", "current_core"]
 
 Sink = Callable[[str, str], None]
 _sink: contextvars.ContextVar[Sink | None] = contextvars.ContextVar("vastnb_sink", default=None)
@@ -88,30 +90,6 @@ def install_output_routing() -> None:
         sys.stderr = _RoutedStream("stderr", sys.stderr)  # type: ignore[assignment]
 
 
-def format_remote_error(exc: BaseException) -> dict[str, Any]:
-    """An exception as data: type, message, the user's frames (vastnb's own frames dropped), and the pickled exception."""
-    from .._remote_errors import internal_frame
-
-    frames = []
-    for fs in traceback.extract_tb(exc.__traceback__):
-        if internal_frame(fs.filename):
-            continue
-        frames.append((fs.filename, fs.lineno, fs.name, (fs.line or "").strip()))
-    try:
-        from ..wire import dumps_payload
-
-        blob: bytes | None = dumps_payload(exc, "exception").to_bytes()
-    except Exception:
-        blob = None
-    cls = type(exc)
-    return {
-        "type": cls.__qualname__ if cls.__module__ in ("builtins", "__main__") else f"{cls.__module__}.{cls.__qualname__}",
-        "message": str(exc),
-        "frames": frames,
-        "exception": blob,
-    }
-
-
 @dataclass
 class FunctionEntry:
     fn: Callable[..., Awaitable[Any]]
@@ -126,17 +104,6 @@ class ContextEntry:
     manager: Any
     value: Any
     entered: int = 1
-
-
-@dataclass
-class BenchmarkSpec:
-    fn_hash: str
-    dataset: list[dict] | None
-    generator: Callable[[], dict] | None
-    runs: int
-    parallel: bool
-    workload_calculator: Callable[..., float] | None
-    concurrency: int = 10
 
 
 @dataclass
@@ -159,18 +126,19 @@ class WorkerCore:
         return self
 
     # ------------------------------------------------------------------ code
-    def install(self, fn_hash: str, data: bytes, sources: dict[str, list[str]], name: str, allow_parallel: bool) -> None:
-        add_sources(sources)
-        if fn_hash in self.functions:
+    def install(self, item: InstallFunction) -> None:
+        add_sources(item.sources)
+        if item.hash in self.functions:
             return
-        fn = pickle.loads(data)
-        self.functions[fn_hash] = FunctionEntry(fn=fn, name=name, allow_parallel=allow_parallel)
+        fn = pickle.loads(item.data)
+        self.functions[item.hash] = FunctionEntry(fn=fn, name=item.name, allow_parallel=item.allow_parallel)
 
     # ------------------------------------------------------------------ contexts
-    async def enter_context(self, name: str, spec_hash: str, blob: bytes, sources: dict[str, list[str]]) -> float:
+    async def enter_context(self, spec: ContextSpec) -> float:
         """Enter one context (replacing an older one of that name); returns seconds spent."""
-        add_sources(sources)
-        cls, args, kwargs = pickle.loads(blob)
+        name, spec_hash = spec.name, spec.hash
+        add_sources(spec.sources)
+        cls, args, kwargs = pickle.loads(spec.blob)
         old = self.contexts.get(name)
         if old is not None:
             if old.spec_hash == spec_hash:
@@ -206,7 +174,7 @@ class WorkerCore:
         return entry.value
 
     # ------------------------------------------------------------------ calls
-    async def call(self, fn_hash: str, args: tuple, kwargs: dict, sink: Sink | None) -> Any:
+    async def call(self, fn_hash: str, args: tuple, kwargs: Mapping[str, Any], sink: Sink | None) -> Any:
         entry = self.functions.get(fn_hash)
         if entry is None:
             raise LookupError(f"worker {self.worker_id} has no code for {fn_hash}")
@@ -264,7 +232,7 @@ class WorkerCore:
         best = 0.0
         for run in range(spec.runs + 1):  # run 0 is the warmup
             batch = [items.next() for _ in range(per_run)]
-            workload = sum(_workload(spec.workload_calculator, kw) for kw in batch)
+            workload = sum(workload_of(spec.workload_calculator, (), kw) for kw in batch)
             t0 = time.perf_counter()
             token = _sink.set(_discard)
             try:
@@ -301,16 +269,6 @@ class _BenchmarkInputs:
         return dict(item)
 
 
-def _workload(calculator: Callable[..., float] | None, kwargs: dict) -> float:
-    if calculator is None:
-        return 100.0
-    try:
-        value = float(calculator(**kwargs))
-    except Exception:
-        return 100.0  # as the official worker: a failing calculator counts as the default
-    return value if value > 0 else 100.0
-
-
 def _safe_repr(value: Any) -> str:
     try:
         text = repr(value)
@@ -319,7 +277,7 @@ def _safe_repr(value: Any) -> str:
     return text if len(text) <= 100_000 else text[:100_000] + "…"
 
 
-def add_sources(sources: dict[str, list[str]]) -> None:
+def add_sources(sources: Mapping[str, list[str]]) -> None:
     for filename, lines in sources.items():
         linecache.cache[filename] = (sum(map(len, lines)), None, list(lines), filename)
 

@@ -9,10 +9,10 @@ kernel restart included) the worker exits: no orphans.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
 import os
-import pickle
 import signal
 import sys
 import threading
@@ -20,15 +20,17 @@ import time
 import traceback
 from typing import Any
 
-from ..wire import Connection, PayloadError, ProtocolError, dumps_payload
-from .core import BenchmarkSpec, WorkerCore, format_remote_error, install_output_routing
+from ..spec import BenchmarkSpec
+from ..wire import Connection, PayloadError, ProtocolError, format_remote_error
+from ..wire import messages as m
+from .core import WorkerCore, install_output_routing
 from .core import log_to_stderr as _log
 
 __all__ = ["main", "WorkerServer"]
 
 
 class _Output:
-    """Batches a call's output into few frames (one per loop iteration)."""
+    """Batches a request's output into few frames (one per loop iteration)."""
 
     __slots__ = ("session", "req_id", "pending", "scheduled")
 
@@ -48,7 +50,7 @@ class _Output:
         self.scheduled = False
         if self.pending:
             chunks, self.pending = self.pending, []
-            self.session.send({"op": "out", "id": self.req_id, "chunks": chunks}, self.req_id)
+            self.session.send(m.Output(chunks), self.req_id)
 
 
 class _Session:
@@ -61,37 +63,34 @@ class _Session:
         self.tasks: dict[int, asyncio.Task] = {}
         self.serial = asyncio.Lock()  # serial functions run one at a time, in arrival order (the lock is FIFO)
 
-    def send(self, msg: dict, req_id: int = 0) -> None:
+    def send(self, msg: m.Message, req_id: int = 0) -> None:
         if self.conn.closed:
             return
         try:
-            self.conn.send(dumps_payload(msg, "message"), req_id)
-        except Exception as exc:  # noqa: BLE001 - result could not be pickled
-            if msg.get("op") == "result" and msg.get("ok"):
-                err: dict[str, Any] = {
-                    "type": "vastnb.errors.SerializationError",
-                    "message": f"cannot send the result back: {exc}",
-                    "frames": [],
-                    "exception": None,
-                }
-                self.conn.send(dumps_payload({"op": "result", "id": msg["id"], "ok": False, "error": err}), req_id)
+            self.conn.send_message(msg, req_id)
+        except Exception as exc:  # noqa: BLE001 - a result that cannot be pickled
+            if isinstance(msg, m.Result) and msg.ok:
+                err = m.ErrorRecord("vastnb.errors.SerializationError", f"cannot send the result back: {exc}")
+                self.conn.send_message(m.Result(ok=False, error=err), req_id)
             else:
                 raise
+
+    def reply_error(self, req_id: int, exc: BaseException) -> None:
+        self.send(m.Result(ok=False, error=format_remote_error(exc)), req_id)
 
     async def run(self) -> None:
         try:
             while True:
                 try:
-                    msg = await self.conn.recv()
+                    req_id, msg = await self.conn.recv()
                 except PayloadError as exc:
                     err = format_remote_error(exc.error)
-                    err["message"] = f"the worker could not load the request: {err['message']}"
-                    self.send({"op": "result", "id": exc.req_id, "ok": False, "error": err}, exc.req_id)
+                    err = dataclasses.replace(err, message=f"the worker could not load the request: {err.message}")
+                    self.send(m.Result(ok=False, error=err), exc.req_id)
                     continue
-                if not isinstance(msg, dict) or "op" not in msg:
-                    raise ProtocolError("message without op")
-                msg.setdefault("id", self.conn.last_req_id)
-                self.dispatch(msg)
+                if not isinstance(msg, m.Message):
+                    raise ProtocolError(f"not a vastnb message: {type(msg).__name__}")
+                self.dispatch(req_id, msg)
         except EOFError:
             pass
         except (ProtocolError, ConnectionError) as exc:
@@ -102,40 +101,38 @@ class _Session:
                 task.cancel()
 
     # ------------------------------------------------------------------ dispatch
-    def dispatch(self, msg: dict) -> None:
-        op = msg["op"]
-        req_id = msg.get("id", 0)
-        if op == "call":
-            entry = self.core.functions.get(msg["fn"])
+    def dispatch(self, req_id: int, msg: m.Message) -> None:
+        if isinstance(msg, m.CallFunction):
+            entry = self.core.functions.get(msg.fn)
             if entry is not None and entry.allow_parallel:
                 self._spawn(req_id, self._call(req_id, msg))
             else:
                 self._spawn(req_id, self._serial_call(req_id, msg))
-        elif op == "cancel":
-            task = self.tasks.get(msg["target"])
+        elif isinstance(msg, m.Cancel):
+            task = self.tasks.get(msg.target)
             if task is not None:
                 task.cancel()
-        elif op == "ping":
-            self.send({"op": "pong", "id": req_id, **self.server.stats(self)}, req_id)
-        elif op == "install":
+        elif isinstance(msg, m.Ping):
+            self.send(self.server.stats(self), req_id)
+        elif isinstance(msg, m.Install):
             try:
-                for fn_hash, data, sources, name, parallel in msg["functions"]:
-                    self.core.install(fn_hash, data, sources, name, parallel)
-                self.send({"op": "ack", "id": req_id}, req_id)
+                for item in msg.functions:
+                    self.core.install(item)
+                self.send(m.Ack(), req_id)
             except Exception as exc:  # noqa: BLE001
-                self.send({"op": "ack", "id": req_id, "error": format_remote_error(exc)}, req_id)
-        elif op == "init":
+                self.send(m.Ack(error=format_remote_error(exc)), req_id)
+        elif isinstance(msg, m.Init):
             self._spawn(req_id, self._init(req_id, msg))
-        elif op == "context":
+        elif isinstance(msg, m.EnterContexts):
             self._spawn(req_id, self._contexts(req_id, msg))
-        elif op == "run":
+        elif isinstance(msg, m.RunCell):
             self._spawn(req_id, self._run_cell(req_id, msg))
-        elif op == "bench":
+        elif isinstance(msg, m.RunBenchmark):
             self._spawn(req_id, self._bench(req_id, msg))
-        elif op == "stop":
+        elif isinstance(msg, m.Stop):
             self._spawn(req_id, self._stop(req_id, msg))
         else:
-            raise ProtocolError(f"unknown op {op!r}")
+            raise ProtocolError(f"unexpected message {type(msg).__name__}")
 
     def _spawn(self, req_id: int, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -145,11 +142,11 @@ class _Session:
     def _forget(self, req_id: int, _task: asyncio.Task) -> None:
         self.tasks.pop(req_id, None)
 
-    async def _serial_call(self, req_id: int, msg: dict) -> None:
+    async def _serial_call(self, req_id: int, msg: m.CallFunction) -> None:
         try:
             await self.serial.acquire()
         except asyncio.CancelledError:
-            self.send({"op": "result", "id": req_id, "ok": False, "cancelled": True}, req_id)
+            self.send(m.Result(ok=False, cancelled=True), req_id)
             return
         try:
             await self._call(req_id, msg)
@@ -157,94 +154,92 @@ class _Session:
             self.serial.release()
 
     # ------------------------------------------------------------------ handlers
-    async def _call(self, req_id: int, msg: dict) -> None:
+    async def _call(self, req_id: int, msg: m.CallFunction) -> None:
         out = _Output(self, req_id)
         self.server.inflight += 1
         try:
-            value = await self.core.call(msg["fn"], msg.get("args", ()), msg.get("kwargs", {}), out.write)
+            value = await self.core.call(msg.fn, msg.args, msg.kwargs, out.write)
         except asyncio.CancelledError:
             out.flush()
-            self.send({"op": "result", "id": req_id, "ok": False, "cancelled": True}, req_id)
+            self.send(m.Result(ok=False, cancelled=True), req_id)
             return
         except BaseException as exc:  # noqa: BLE001 - every user error travels back
             out.flush()
-            self.send({"op": "result", "id": req_id, "ok": False, "error": format_remote_error(exc)}, req_id)
+            self.reply_error(req_id, exc)
             return
         finally:
             self.server.inflight -= 1
             self.server.calls_done += 1
         out.flush()
-        self.send({"op": "result", "id": req_id, "ok": True, "value": value}, req_id)
+        self.send(m.Result(ok=True, value=value), req_id)
 
-    async def _init(self, req_id: int, msg: dict) -> None:
+    async def _init(self, req_id: int, msg: m.Init) -> None:
         phases: list[tuple[str, float]] = []
         try:
-            for fn_hash, data, sources, name, parallel in msg.get("functions", []):
-                self.core.install(fn_hash, data, sources, name, parallel)
-            self.send({"op": "state", "state": "loading", "phases": phases}, req_id)
-            contexts = msg.get("contexts", [])
-            if contexts:
+            for item in msg.functions:
+                self.core.install(item)
+            self.send(m.StateChanged("loading", phases), req_id)
+            if msg.contexts:
                 t0 = time.perf_counter()
-                spent = await asyncio.gather(*(self.core.enter_context(*c) for c in contexts))
-                for c, secs in zip(contexts, spent):
-                    phases.append((f"context {c[0]}", secs))
-                _log(f"entered {len(contexts)} context(s) in {time.perf_counter() - t0:.3f}s")
+                spent = await asyncio.gather(*(self.core.enter_context(c) for c in msg.contexts))
+                for c, secs in zip(msg.contexts, spent):
+                    phases.append((f"context {c.name}", secs))
+                _log(f"entered {len(msg.contexts)} context(s) in {time.perf_counter() - t0:.3f}s")
         except BaseException as exc:  # noqa: BLE001
-            self.send({"op": "failed", "phase": "loading", "error": format_remote_error(exc), "phases": phases}, req_id)
+            self.send(m.StartFailed("loading", format_remote_error(exc), phases), req_id)
             return
         score = None
-        spec_blob = msg.get("benchmark")
-        if spec_blob is not None:
-            self.send({"op": "state", "state": "benchmarking", "phases": phases}, req_id)
+        if msg.benchmark is not None:
+            self.send(m.StateChanged("benchmarking", phases), req_id)
             t0 = time.perf_counter()
             try:
-                score = await self._run_benchmark(pickle.loads(spec_blob), req_id)
+                score = await self._run_benchmark(msg.benchmark, req_id)
             except BaseException as exc:  # noqa: BLE001
-                self.send({"op": "failed", "phase": "benchmarking", "error": format_remote_error(exc), "phases": phases}, req_id)
+                self.send(m.StartFailed("benchmarking", format_remote_error(exc), phases), req_id)
                 return
             phases.append(("benchmark", time.perf_counter() - t0))
             _log(f"benchmark complete: perf score {score:,.1f} workload units/s")
-        self.send({"op": "ready", "score": score, "phases": phases}, req_id)
+        self.send(m.Ready(score, phases), req_id)
 
     async def _run_benchmark(self, spec: BenchmarkSpec, req_id: int) -> float:
         def on_run(run: int, throughput: float) -> None:
-            self.send({"op": "bench_run", "run": run, "throughput": throughput}, req_id)
+            self.send(m.BenchmarkRun(run, throughput), req_id)
 
         return await self.core.benchmark(spec, on_run)
 
-    async def _bench(self, req_id: int, msg: dict) -> None:
+    async def _bench(self, req_id: int, msg: m.RunBenchmark) -> None:
         try:
-            score = await self._run_benchmark(pickle.loads(msg["benchmark"]), req_id)
+            score = await self._run_benchmark(msg.benchmark, req_id)
         except BaseException as exc:  # noqa: BLE001
-            self.send({"op": "result", "id": req_id, "ok": False, "error": format_remote_error(exc)}, req_id)
+            self.reply_error(req_id, exc)
             return
-        self.send({"op": "result", "id": req_id, "ok": True, "value": score}, req_id)
+        self.send(m.Result(ok=True, value=score), req_id)
 
-    async def _contexts(self, req_id: int, msg: dict) -> None:
+    async def _contexts(self, req_id: int, msg: m.EnterContexts) -> None:
         try:
-            spent = [await self.core.enter_context(*c) for c in msg["contexts"]]
+            spent = [await self.core.enter_context(c) for c in msg.contexts]
         except BaseException as exc:  # noqa: BLE001
-            self.send({"op": "result", "id": req_id, "ok": False, "error": format_remote_error(exc)}, req_id)
+            self.reply_error(req_id, exc)
             return
-        self.send({"op": "result", "id": req_id, "ok": True, "value": spent}, req_id)
+        self.send(m.Result(ok=True, value=spent), req_id)
 
-    async def _run_cell(self, req_id: int, msg: dict) -> None:
+    async def _run_cell(self, req_id: int, msg: m.RunCell) -> None:
         out = _Output(self, req_id)
         try:
-            value = await self.core.run_cell(msg["source"], msg["filename"], msg.get("push", {}), msg.get("pull", []), out.write)
+            value = await self.core.run_cell(msg.source, msg.filename, dict(msg.push), list(msg.pull), out.write)
         except BaseException as exc:  # noqa: BLE001
             out.flush()
-            self.send({"op": "result", "id": req_id, "ok": False, "error": format_remote_error(exc)}, req_id)
+            self.reply_error(req_id, exc)
             return
         out.flush()
-        self.send({"op": "result", "id": req_id, "ok": True, "value": value}, req_id)
+        self.send(m.Result(ok=True, value=value), req_id)
 
-    async def _stop(self, req_id: int, msg: dict) -> None:
-        deadline = time.monotonic() + float(msg.get("grace", 10.0))
+    async def _stop(self, req_id: int, msg: m.Stop) -> None:
+        deadline = time.monotonic() + float(msg.grace)
         while self.tasks.keys() - {req_id} and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         await self.core.exit_contexts()
-        self.send({"op": "bye", "id": req_id}, req_id)
+        self.send(m.Bye(), req_id)
         await self.conn.drain()
         self.server.stop()
 
@@ -258,16 +253,16 @@ class WorkerServer:
         self.refused = 0
         self._stopped: asyncio.Event | None = None
 
-    def stats(self, session: _Session) -> dict[str, Any]:
-        out: dict[str, Any] = {"inflight": self.inflight, "queued": max(0, len(session.tasks) - self.inflight), "calls_done": self.calls_done}
+    def stats(self, session: _Session) -> m.Pong:
+        gpu_memory_mb = None
         torch = sys.modules.get("torch")
         if torch is not None:
             try:
                 if torch.cuda.is_available() and torch.cuda.is_initialized():
-                    out["gpu_memory_mb"] = torch.cuda.memory_reserved() / 1e6
+                    gpu_memory_mb = torch.cuda.memory_reserved() / 1e6
             except Exception:  # noqa: BLE001
                 pass
-        return out
+        return m.Pong(self.inflight, max(0, len(session.tasks) - self.inflight), self.calls_done, gpu_memory_mb)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = await Connection.accept(reader, writer, self.secret)
@@ -341,7 +336,7 @@ def main() -> None:
         threading.Thread(target=_watch_parent, args=(loop, server), daemon=True).start()
         await server.serve(announce)
 
-    from ..runtime._loop import new_event_loop
+    from .._aio import new_event_loop
 
     loop = new_event_loop()
     asyncio.set_event_loop(loop)

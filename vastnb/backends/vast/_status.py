@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..events import (
+from ...events import (
     AutoscalerSnapshot,
     DeploymentSnapshot,
     Event,

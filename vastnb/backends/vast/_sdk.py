@@ -40,7 +40,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, TypeVar
 
-from ..errors import ConfigurationError, VastnbError
+from ...errors import ConfigurationError, VastnbError
+from ...spec import ImageSpec
 
 __all__ = [
     "OffersSummary",
@@ -228,7 +229,7 @@ class SdkSession:
             pass
 
     # ------------------------------------------------------------------ deploy
-    async def deploy(self, module_source: str, image: Any, *, autoscaling: dict[str, Any],
+    async def deploy(self, module_source: str, image: ImageSpec, *, autoscaling: dict[str, Any],
                      packages: tuple[str, ...] = ()) -> DeployResult:
         """Register (and upload, and soft-update) a deployment module through the SDK, as ``async_ensure_ready`` would.
 
@@ -352,19 +353,22 @@ def stage_package(name: str, dest: str) -> tuple[str, str]:
     return (out, f"./{name}")
 
 
-def _sdk_image(image: Any, copies: list[tuple[str, str]]) -> Any:
-    """The SDK's ``Image`` with the settings of a vastnb ``Image``, plus vastnb's own files to ship."""
+def _sdk_image(image: ImageSpec, copies: list[tuple[str, str]]) -> Any:
+    """The SDK's ``Image`` for an :class:`~vastnb.spec.ImageSpec`, plus vastnb's own files to ship.
+
+    The SDK's ``Image`` has no public way to set what its chained methods record, so its attributes are set
+    here, in one place (checked against vastai 1.9.1 by the tests)."""
     from vastai.serverless.remote.base import Image as SdkImage
 
-    out = SdkImage(image._image, image._storage, **image._docker_login)
-    out._envs = dict(image._envs)
-    out._runs = list(image._runs)
-    out._venv = image._venv
-    out._pip_installs = list(image._pip_installs)
-    out._apt_gets = list(image._apt_gets)
+    out = SdkImage(image.name, image.storage, **dict(image.docker_login))
+    out._envs = dict(image.envs)
+    out._runs = list(image.runs)
+    out._venv = image.venv
+    out._pip_installs = list(image.pip_installs)
+    out._apt_gets = list(image.apt_gets)
     out._requires = image.requirement.to_vast()
-    out._copies = list(image._copies) + list(copies)
-    out._ports = set(image._ports)
+    out._copies = list(image.copies) + list(copies)
+    out._ports = set(image.ports)
     return out
 
 
@@ -396,7 +400,7 @@ def find_offers(query: Any, *, api_key: str | None = None, webserver_url: str | 
     loop (safe inside Jupyter) and ends after ``timeout`` seconds; the SDK's
     synchronous ``SyncClient.search`` has no timeout at all.
     """
-    from ..runtime._loop import LoopThread
+    from ..._aio import LoopThread
 
     key = resolve_api_key(api_key)
     vast_query = _with_defaults(query)
@@ -416,7 +420,7 @@ def find_offers(query: Any, *, api_key: str | None = None, webserver_url: str | 
 
 def _with_defaults(query: Any) -> Any:
     """Vast's search defaults first (as a search sends them), then ``query``, which wins where both speak."""
-    from ..query import Query
+    from ...query import Query
 
     out = Query.search_defaults()
     for column, ops in query.query.items():

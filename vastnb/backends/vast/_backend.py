@@ -1,8 +1,8 @@
 """The Vast backend: a notebook's deployment on Vast Serverless, through the official ``vastai`` SDK.
 
 ``Deployment(..., backend="vast")`` builds a :class:`VastBackend`. On
-:meth:`~VastBackend.start` it deploys vastnb's interactive-mode worker (see
-:mod:`vastnb._vast_worker_module`) once through the SDK; the SDK's content hash
+:meth:`~VastBackend.start` it deploys vastnb's interactive-mode worker (the module
+of :mod:`._module`, served by :mod:`vastnb.worker.vast`) once through the SDK; the SDK's content hash
 decides whether anything is uploaded (an unchanged deployment is not) and a
 changed one gets the SDK's soft update. From then on every call, ``%%vast_run``
 cell and benchmark is a *frame* routed by the SDK (``/route/``, then the worker)
@@ -27,33 +27,35 @@ and the ``ttl`` heartbeat are tasks on that loop (no extra threads), stopped by
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
-import hashlib
+import dataclasses
 import logging
 import os
-import pickle
 import time
+from collections.abc import Sequence
 from typing import Any, Callable
 
-from .._remote_errors import build_remote_exception
-from .._vast_worker_module import build_snapshot, contexts_identity, encode_frame, generate_module, stable_contexts
-from ..errors import CallTimeout, ConfigurationError, DeploymentShutDown, VastnbError, WorkerStartError
-from ..events import DeploymentSnapshot, Event, EventKind
-from ..runtime._handle import ContextSpec, FunctionSpec
-from ..runtime._loop import LoopThread
-from ._vast_sdk import (
+from ..._aio import LoopThread
+from ...errors import CallTimeout, ConfigurationError, DeploymentShutDown, WorkerStartError
+from ...events import DeploymentSnapshot, Event, EventBus, EventKind
+from ...spec import DEFAULT_BENCHMARK_RUNS, DEFAULT_MAX_QUEUE_TIME, DEFAULT_WORKLOAD, DeploymentSpec, FunctionSpec
+from ...wire import build_remote_exception
+from ...wire import messages as m
+from ...worker.vast import encode_frame
+from .._protocol import CallRequest, CellRequest, OutputSink
+from ._module import build_snapshot, contexts_identity, generate_module
+from ._sdk import (
     DeployResult,
-    OffersSummary,
     SdkSession,
     VastApiError,
-    find_offers,
     guarded,
     redact,
     resolve_api_key,
-    search_offers,
 )
-from ._vast_calls import Deadline, FrameChannel, SessionGone, write_output
-from ._vast_status import StatusTracker
+from ._calls import Deadline, FrameChannel, SessionGone, write_output
+from ._monitor import Monitoring
+from ._status import StatusTracker
 
 __all__ = ["VastApiError", "VastBackend"]
 
@@ -64,41 +66,54 @@ _AUTOSCALING_KEYS = ("cold_workers", "max_workers", "min_load", "min_cold_load",
                      "max_queue_time", "target_queue_time", "inactivity_timeout")
 
 
-class VastBackend:
-    """One deployment on Vast. Options come from keyword arguments, else ``app.vast_options`` (a dict), else the
-    environment (``VAST_URL`` for the console/API server, ``VASTNB_AUTOSCALER_URL`` for the autoscaler)."""
+class VastBackend(Monitoring):
+    """One deployment on Vast Serverless. ``Deployment(backend="vast")`` builds one; build it yourself for the options.
 
-    def __init__(self, app: Any, **options: Any) -> None:
-        opts = {**(getattr(app, "vast_options", None) or getattr(app, "_vast_options", None) or {}), **options}
-        unknown = set(opts) - {"api_key", "webserver_url", "autoscaler_url", "autoscaler_instance", "ready_timeout",
-                               "poll_interval", "max_poll_interval", "cell_session_lifetime", "cell_timeout",
-                               "eager_code"}
-        if unknown:
-            raise ConfigurationError(f"unknown Vast backend option(s) {', '.join(sorted(unknown))}.")
-        self.app = app
-        self.events = app.events
-        self.name: str = app.name
-        self.webserver_url: str | None = opts.get("webserver_url") or os.environ.get("VAST_URL")
-        self.autoscaler_url: str | None = opts.get("autoscaler_url") or os.environ.get("VASTNB_AUTOSCALER_URL")
-        self.autoscaler_instance: str = (opts.get("autoscaler_instance") or getattr(app, "_autoscaler_instance", None)
-                                         or "prod")
-        self.ready_timeout = float(opts.get("ready_timeout", 1200.0))
-        self.poll_interval = float(opts.get("poll_interval", 2.0))
-        self.max_poll_interval = float(opts.get("max_poll_interval", 30.0))
-        self.cell_session_lifetime = float(opts.get("cell_session_lifetime", 600.0))
-        self.cell_timeout = float(opts.get("cell_timeout", 600.0))
-        self.eager_code: bool = bool(opts.get("eager_code", True))
-        self._explicit_key: str | None = opts.get("api_key") or getattr(app, "_api_key", None)
+    ``api_key`` (else ``VAST_API_KEY``, else the SDK's key file), ``webserver_url`` (Vast's console/API server,
+    else ``VAST_URL``), ``autoscaler_url`` (else ``VASTNB_AUTOSCALER_URL``), ``ready_timeout`` (seconds
+    ``ensure_ready()`` waits for workers), ``poll_interval``/``max_poll_interval`` (seconds between status
+    polls, backing off while nothing changes), ``cell_session_lifetime`` and ``cell_timeout`` (the session that
+    pins ``%%vast_run`` cells to one worker), ``eager_code`` (send a function's code with its first call).
+    """
+
+    name = "vast"
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        webserver_url: str | None = None,
+        autoscaler_url: str | None = None,
+        ready_timeout: float = 1200.0,
+        poll_interval: float = 2.0,
+        max_poll_interval: float = 30.0,
+        cell_session_lifetime: float = 600.0,
+        cell_timeout: float = 600.0,
+        eager_code: bool = True,
+        events: EventBus | None = None,
+    ) -> None:
+        for label, value in (("ready_timeout", ready_timeout), ("poll_interval", poll_interval),
+                             ("max_poll_interval", max_poll_interval), ("cell_session_lifetime", cell_session_lifetime),
+                             ("cell_timeout", cell_timeout)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+                raise ConfigurationError(f"`{label}` must be a positive number of seconds. Instead got {value!r}.")
+        self.events = events or EventBus()
+        self.spec = DeploymentSpec(name="")
+        self.webserver_url: str | None = webserver_url or os.environ.get("VAST_URL")
+        self.autoscaler_url: str | None = autoscaler_url or os.environ.get("VASTNB_AUTOSCALER_URL")
+        self.ready_timeout = float(ready_timeout)
+        self.poll_interval = float(poll_interval)
+        self.max_poll_interval = float(max_poll_interval)
+        self.cell_session_lifetime = float(cell_session_lifetime)
+        self.cell_timeout = float(cell_timeout)
+        self.eager_code = bool(eager_code)
+        self._explicit_key = api_key
         self.state = "declared"
         self.deploy_result: DeployResult | None = None
-        self.functions: dict[str, FunctionSpec] = dict(app._specs)
-        self.contexts: dict[str, ContextSpec] = stable_contexts(app._context_specs)
-        self.benchmark_blob: bytes | None = app._benchmark_blob
         self.tracker = StatusTracker(self.events)
         self.tracker.code_version = self._worker_code_version
         self.sdk: SdkSession | None = None
         self.channel = FrameChannel(self.tracker, eager_code=self.eager_code, on_activity=self._poke)
-        self.channel.contexts = self.contexts
         self._thread: LoopThread | None = None
         self._deployed: concurrent.futures.Future[DeployResult] | None = None
         self._calls: dict[concurrent.futures.Future[Any], asyncio.Task[Any]] = {}
@@ -107,31 +122,35 @@ class VastBackend:
         self._cell_worker: str | None = None
         self._nudge: asyncio.Event | None = None
         self._closing = False
+        self.arrival_log: collections.deque[tuple[float, float]] = collections.deque(maxlen=100_000)
 
     def __repr__(self) -> str:
         ids = f" endpoint={self.deploy_result.endpoint_id}" if self.deploy_result else ""
-        return f"<VastBackend {self.name!r} state={self.state}{ids}>"
+        return f"<VastBackend {self.spec.name!r} state={self.state}{ids}>"
 
     # ================================================================== lifecycle
-    def start(self) -> None:
+    def start(self, spec: DeploymentSpec) -> None:
         """Check the declarations, then deploy in the background (non-blocking)."""
         if self._thread is not None:
             return
-        image = getattr(self.app, "_image", None)
-        if image is None:
+        if spec.image is None:
             raise ConfigurationError(
-                f"deployment {self.name!r} has no image; backend='vast' needs one, e.g. "
+                f"deployment {spec.name!r} has no image; backend='vast' needs one, e.g. "
                 "app.image('vastai/pytorch:@vastai-automatic-tag', storage=16).")
         key = resolve_api_key(self._explicit_key)
+        self._set_spec(spec)
         self.sdk = SdkSession(
-            key, name=self.name, tag=getattr(self.app, "tag", "default"),
-            version_label=getattr(self.app, "version_label", None), ttl=getattr(self.app, "ttl", None),
+            key, name=spec.name, tag=spec.tag, version_label=spec.version_label, ttl=spec.ttl,
             webserver_url=self.webserver_url, autoscaler_url=self.autoscaler_url,
-            autoscaler_instance=self.autoscaler_instance)
+            autoscaler_instance=spec.autoscaler_instance or "prod")
         self.channel.sdk = self.sdk
-        self._thread = LoopThread(f"vastnb-vast-{self.name}")
+        self._thread = LoopThread(f"vastnb-vast-{spec.name}")
         self.state = "starting"
-        self._deployed = self._thread.submit(self._deploy(image))
+        self._deployed = self._thread.submit(self._deploy(spec))
+
+    def _set_spec(self, spec: DeploymentSpec) -> None:
+        self.spec = spec
+        self.channel.contexts = dict(spec.contexts)
 
     @property
     def api_key(self) -> str | None:
@@ -146,7 +165,13 @@ class VastBackend:
         return self.deploy_result.deployment_id if self.deploy_result else None
 
     def machine_max_workers(self) -> int | None:
-        return None
+        return None  # Vast's marketplace: max_workers is the limit
+
+    def ready_target(self) -> int:
+        return 1  # cold workers beyond the first are kept inactive by Vast's engine until load needs them
+
+    def arrivals(self) -> list[tuple[float, float]]:
+        return list(self.arrival_log)
 
     def wait_deployed(self, timeout: float | None = None) -> DeployResult:
         """Block until the deployment is registered (and uploaded if needed); what the SDK's server answered."""
@@ -154,34 +179,32 @@ class VastBackend:
             raise RuntimeError("the Vast backend is not started")
         return self._deployed.result(timeout)
 
-    async def _deploy(self, image: Any) -> DeployResult:
-        assert self.sdk is not None
+    async def _deploy(self, spec: DeploymentSpec) -> DeployResult:
+        assert self.sdk is not None and spec.image is not None
         self._nudge = asyncio.Event()
         await self.sdk.open()
-        bench = pickle.loads(self.benchmark_blob) if self.benchmark_blob else None
+        bench = spec.benchmark_spec
         module = generate_module(
-            self.name, build_snapshot(self.functions, self.contexts, self.benchmark_blob),
-            contexts_id=contexts_identity(self.contexts), benchmark_runs=bench.runs if bench else 10,
-            max_queue_time=max((f.max_queue_time for f in self.functions.values()), default=30.0))
-        result = await self.sdk.deploy(module, image, autoscaling=self._autoscaling(), packages=SHIPPED_PACKAGES)
+            spec.name, build_snapshot(spec), contexts_id=contexts_identity(spec.contexts),
+            benchmark_runs=bench.runs if bench else DEFAULT_BENCHMARK_RUNS,
+            max_queue_time=max((f.max_queue_time for f in spec.functions.values()), default=DEFAULT_MAX_QUEUE_TIME))
+        result = await self.sdk.deploy(module, spec.image, autoscaling=self._autoscaling(), packages=SHIPPED_PACKAGES)
         self.deploy_result = result
         if result.uploaded:  # workers start from this upload, so they have these functions already
-            self.channel.confirmed |= {f.hash for f in self.functions.values()}
+            self.channel.confirmed |= {f.hash for f in spec.functions.values()}
         await self.sdk.routing_endpoint()
         self._background.append(asyncio.create_task(self._poll_loop()))
-        ttl = getattr(self.app, "ttl", None)
-        if ttl:
-            self._background.append(asyncio.create_task(self._heartbeat_loop(float(ttl))))
+        if spec.ttl:
+            self._background.append(asyncio.create_task(self._heartbeat_loop(float(spec.ttl))))
         self.events.publish(Event(EventKind.CODE, time.time(), data={
-            "version": self.code_version(), "functions": sorted(self.functions),
+            "version": spec.code_version, "functions": sorted(spec.functions),
             "vast": {"deployment_id": result.deployment_id, "endpoint_id": result.endpoint_id,
                      "action": result.action, "uploaded": result.uploaded}}))
         return result
 
     def _autoscaling(self) -> dict[str, Any]:
-        settings = getattr(self.app, "autoscaling", None)
-        to_vast = getattr(settings, "to_vast_dict", None)
-        raw = to_vast() if callable(to_vast) else {}
+        settings = self.spec.autoscaling
+        raw = settings.to_vast_dict() if settings is not None else {}
         return {k: v for k, v in dict(raw).items() if k in _AUTOSCALING_KEYS and v is not None}
 
     def wait_ready(self, min_ready: int = 1) -> "concurrent.futures.Future[None]":
@@ -202,10 +225,10 @@ class VastBackend:
             await asyncio.sleep(1.0)
         if len(self.tracker.serving()) < min_ready:
             raise WorkerStartError(
-                f"{min_ready} worker(s) of deployment {self.name!r} (Vast endpoint {self.endpoint_id}) did not "
+                f"{min_ready} worker(s) of deployment {self.spec.name!r} (Vast endpoint {self.endpoint_id}) did not "
                 f"become ready within {self.ready_timeout:g} s. Vast reports: {self.tracker.summary()}. "
                 "Cold starts pull the image and enter your contexts; see %vast_logs, or raise "
-                "ready_timeout in vast_options.")
+                "VastBackend(ready_timeout=...).")
         if self._closing:
             raise self._shut_down_error()
 
@@ -223,13 +246,14 @@ class VastBackend:
         return await asyncio.wrap_future(self._deployed)
 
     # ================================================================== calls
-    def submit(self, spec: FunctionSpec, payload: Any, workload: float, sink: Any = None,
-               kind: str = "call") -> "concurrent.futures.Future[Any]":
+    def submit(self, request: CallRequest) -> "concurrent.futures.Future[Any]":
         """Run one call on a worker Vast routes it to."""
         if self._closing or self._thread is None:
             return self._submit(asyncio.sleep(0))
+        payload = request.payload
         data = payload.to_bytes() if hasattr(payload, "to_bytes") else bytes(payload)
-        return self._submit(self._call(spec, data, workload, sink, kind))
+        self.arrival_log.append((time.monotonic(), request.workload))
+        return self._submit(self._call(request.function, data, request.workload, request.sink, request.kind))
 
     def cancel(self, future: "concurrent.futures.Future[Any]") -> None:
         if self._thread is not None:
@@ -280,28 +304,27 @@ class VastBackend:
         raise build_remote_exception(reply["error"], f"Vast worker {reply.get('worker')} running {what}")
 
     # ================================================================== code, cells, benchmark
-    def update(self, functions: dict[str, FunctionSpec], contexts: dict[str, ContextSpec],
-               benchmark: bytes | None) -> "concurrent.futures.Future[None]":
+    def update(self, spec: DeploymentSpec) -> "concurrent.futures.Future[None]":
         """New code: each worker gets it with the first call that needs it (no restart, no redeploy)."""
-        self.functions, self.contexts, self.benchmark_blob = dict(functions), stable_contexts(contexts), benchmark
-        self.channel.contexts = self.contexts
+        self._set_spec(spec)
         self.events.publish(Event(EventKind.CODE, time.time(), data={
-            "version": self.code_version(), "functions": sorted(functions)}))
+            "version": spec.code_version, "functions": sorted(spec.functions)}))
         for view in list(self.tracker.workers.values()):
             self.tracker._publish(view)
         done: concurrent.futures.Future[None] = concurrent.futures.Future()
         done.set_result(None)
         return done
 
-    def run_cell(self, worker_ids: list[str] | None, message: dict[str, Any],
-                 sink_for: Callable[[str], Any]) -> "concurrent.futures.Future[dict[str, Any]]":
+    def run_cell(self, cell: CellRequest, workers: Sequence[str] | None,
+                 sink_for: Callable[[str], OutputSink | None]) -> "concurrent.futures.Future[dict[str, Any]]":
         """Run a ``%%vast_run`` cell on the notebook's pinned worker (an SDK session keeps cells on one worker)."""
-        return self._submit(self._run_cell(worker_ids, message, sink_for))
+        return self._submit(self._run_cell(cell, workers, sink_for))
 
-    async def _run_cell(self, worker_ids: list[str] | None, message: dict[str, Any],
-                        sink_for: Callable[[str], Any]) -> dict[str, Any]:
+    async def _run_cell(self, cell: CellRequest, worker_ids: Sequence[str] | None,
+                        sink_for: Callable[[str], OutputSink | None]) -> dict[str, Any]:
         await self._ensure_deployed()
         deadline = Deadline(self.cell_timeout)
+        message = m.RunCell(cell.source, cell.filename, cell.push, tuple(cell.pull))
         frame = {"op": "run", "payload": encode_frame(message, "the cell's pushed values")}
         notice = ""
         reply: dict[str, Any] = {}
@@ -354,16 +377,19 @@ class VastBackend:
                               "whichever worker Vast routes it to.\n")
         return self._cell_session, ""
 
-    def benchmark(self, blob: bytes) -> "concurrent.futures.Future[dict[str, float]]":
-        """Run the benchmark again on one routed worker; ``{worker_id: score}``."""
-        return self._submit(self._benchmark(blob))
+    def benchmark(self, function: str) -> "concurrent.futures.Future[dict[str, float]]":
+        """Run ``function``'s benchmark again on one routed worker; ``{worker_id: score}``."""
+        fn = self.spec.functions.get(function)
+        if fn is None or fn.benchmark is None:
+            raise ConfigurationError(f"{function!r} is not a remote function with a benchmark in deployment "
+                                     f"{self.spec.name!r}.")
+        return self._submit(self._benchmark(fn))
 
-    async def _benchmark(self, blob: bytes) -> dict[str, float]:
+    async def _benchmark(self, fn: FunctionSpec) -> dict[str, float]:
         await self._ensure_deployed()
-        fn_hash = pickle.loads(blob).fn_hash
-        spec = next((f for f in self.functions.values() if f.hash == fn_hash), None)
-        frame = {"op": "bench", "fn": fn_hash, "payload": blob}
-        reply = await self.channel.send(frame, spec, 100.0, Deadline(self.cell_timeout), "the benchmark", 1)
+        assert fn.benchmark is not None
+        frame = {"op": "bench", "fn": fn.hash, "payload": encode_frame(fn.benchmark, "the benchmark")}
+        reply = await self.channel.send(frame, fn, DEFAULT_WORKLOAD, Deadline(self.cell_timeout), "the benchmark", 1)
         worker = str(reply.get("worker"))
         if not reply.get("ok"):
             raise build_remote_exception(reply["error"], f"Vast worker {worker} running the benchmark")
@@ -372,109 +398,16 @@ class VastBackend:
         return {worker: score}
 
     # ================================================================== status
-    def code_version(self) -> str:
-        h = hashlib.sha256()
-        for name in sorted(self.functions):
-            h.update(self.functions[name].hash.encode())
-        for name in sorted(self.contexts):
-            h.update(self.contexts[name].hash.encode())
-        return h.hexdigest()[:8]
-
     def _worker_code_version(self, view: Any) -> str:
-        wanted = {f.hash for f in self.functions.values()}
+        wanted = {f.hash for f in self.spec.functions.values()}
         if wanted and wanted <= view.code:
-            return self.code_version()
+            return self.spec.code_version
         return "stale" if view.code else ""
 
     def snapshot(self) -> DeploymentSnapshot:
         state = "running" if self.state == "starting" and self.tracker.serving() else self.state
-        return self.tracker.snapshot(self.name, state, self.code_version())
-
-    def cost_per_hour(self) -> float:
-        """What the endpoint's live workers cost per hour (the prices Vast reports)."""
-        return self.tracker.cost_per_hour()
-
-    def offers(self, query: Any = None, *, limit: int = 256) -> OffersSummary:
-        """How many Vast offers match ``query`` (default: the image's requirement) and the cheapest price."""
-        query, image = self._offer_query(query)
-        return search_offers(query, api_key=self._key(), webserver_url=self.webserver_url,
-                             storage=getattr(image, "_storage", None), limit=limit)
-
-    def find_offers(self, query: Any = None, *, limit: int = 256) -> list[Any]:
-        """The SDK's ``Offer`` objects for ``query``, cheapest first (a ``GpuPicker(offers=...)`` provider)."""
-        query, image = self._offer_query(query)
-        return find_offers(query, api_key=self._key(), webserver_url=self.webserver_url,
-                           storage=getattr(image, "_storage", None), limit=limit)
-
-    def _offer_query(self, query: Any) -> tuple[Any, Any]:
-        image = getattr(self.app, "_image", None)
-        if query is None:
-            if image is None:
-                raise ConfigurationError("offers() needs a query, or an image with requirements (app.image(...)).")
-            query = image.requirement
-        return query, image
-
-    def _key(self) -> str:
-        return self.sdk.api_key if self.sdk is not None else resolve_api_key(self._explicit_key)
-
-    def logs(self, worker: str | None = None) -> dict[str, list[str]]:
-        """Vast's endpoint and workergroup logs (lines mentioning ``worker`` when given), through the SDK."""
-        if self.sdk is None or self.deploy_result is None:
-            return {}
-        sdk, result = self.sdk.vast(), self.deploy_result
-        out: dict[str, list[str]] = {}
-        sources: list[tuple[str, Callable[[], Any]]] = [
-            (f"endpoint {result.endpoint_id}", lambda: sdk.get_endpt_logs(result.endpoint_id, tail=500))]
-        if result.workergroup_id:
-            wg = result.workergroup_id
-            sources.append((f"workergroup {wg}", lambda: sdk.get_wrkgrp_logs(wg, tail=500)))
-        for label, fetch in sources:
-            err: VastApiError | None = None
-            try:
-                lines = _log_lines(fetch())
-            except Exception as exc:  # noqa: BLE001
-                err = VastApiError(redact(f"reading the {label} logs failed: {exc}"))
-            if err is not None:
-                raise err
-            out[label] = [redact(line) for line in lines if worker is None or worker in line]
-        return out
-
-    async def _poll_loop(self) -> None:
-        assert self.sdk is not None and self._nudge is not None
-        interval, failures, n = self.poll_interval, 0, 0
-        while not self._closing:
-            try:
-                endpoint = (await self.sdk.endpoint_data()).config if n % 5 == 0 else None
-                changed = self.tracker.apply_poll(await self.sdk.workers(), endpoint)
-                failures = 0
-            except VastnbError as exc:
-                failures += 1
-                changed = False
-                if failures in (1, 10) or failures % 100 == 0:
-                    log.warning("vastnb: polling Vast for %r failed (%d time(s)): %s", self.name, failures, exc)
-            n += 1
-            interval = self.poll_interval if changed else min(self.max_poll_interval, interval * 1.5)
-            self._nudge.clear()
-            try:
-                await asyncio.wait_for(self._nudge.wait(), interval)
-                interval = self.poll_interval
-            except asyncio.TimeoutError:
-                pass
-
-    def _poke(self) -> None:
-        """Activity: poll soon (the backoff is for idle endpoints)."""
-        if self._nudge is not None:
-            self._nudge.set()
-
-    async def _heartbeat_loop(self, ttl: float) -> None:
-        assert self.sdk is not None
-        interval = min(ttl / 2, 60.0)
-        while not self._closing:
-            try:
-                await self.sdk.heartbeat()
-            except VastnbError as exc:
-                log.warning("vastnb: %s (the deployment is deleted by Vast %g s after the last heartbeat)", exc, ttl)
-            await asyncio.sleep(interval)
+        snap = self.tracker.snapshot(self.spec.name, state, self.spec.code_version)
+        return dataclasses.replace(snap, endpoint_id=self.endpoint_id)
 
     # ================================================================== teardown
     def shutdown(self, keep_endpoint: bool = False, timeout: float = 30.0) -> None:
@@ -511,7 +444,7 @@ class VastBackend:
         if errors:
             ids = f"endpoint {managed.endpoint_id} (deployment {managed.id})" if managed else "the endpoint"
             raise VastApiError(
-                f"could not tear down {ids} of {self.name!r}: {'; '.join(errors)}. It may still be running and "
+                f"could not tear down {ids} of {self.spec.name!r}: {'; '.join(errors)}. It may still be running and "
                 f"cost money: delete it with `vastai delete endpoint {managed.endpoint_id if managed else '<id>'}` "
                 "or in the console (https://cloud.vast.ai/serverless/).")
 
@@ -567,7 +500,7 @@ class VastBackend:
 
     def _shut_down_error(self) -> DeploymentShutDown:
         return DeploymentShutDown(
-            f"deployment {self.name!r} is shut down; create a new vastnb.Deployment (or run %vast_deployment "
+            f"deployment {self.spec.name!r} is shut down; create a new vastnb.Deployment (or run %vast_deployment "
             "again) to deploy it again.")
 
 
@@ -583,16 +516,3 @@ def _run(thread: LoopThread, coro: Any, timeout: float) -> Any:
         except BaseException:  # noqa: BLE001 - cancelled, as asked
             pass
         raise TimeoutError(f"Vast did not answer within {timeout:g} s") from None
-
-
-def _log_lines(data: Any) -> list[str]:
-    """Lines from the SDK's log reply (keys info0, info1, trace, debug; strings or lists)."""
-    if isinstance(data, dict):
-        for key in ("info1", "info0", "trace", "debug", "logs", "error"):
-            if data.get(key):
-                return _log_lines(data[key])
-        return []
-    if isinstance(data, (list, tuple)):
-        return [str(x) for x in data]
-    return str(data or "").splitlines()
-

@@ -19,11 +19,12 @@ import asyncio
 import time
 from typing import Any, Callable
 
-from .._vast_worker_module import FRAME_ROUTE, PROTOCOL, PY, decode_frame, encode_frame
-from ..errors import CallTimeout, QueueTimeout
-from ..runtime._handle import ContextSpec, FunctionSpec
-from ._vast_sdk import SdkSession, VastApiError, redact
-from ._vast_status import StatusTracker
+from ...errors import CallTimeout, QueueTimeout
+from ...spec import ContextSpec, FunctionSpec
+from ...wire import messages as m
+from ...worker.vast import FRAME_ROUTE, PROTOCOL, PY, decode_frame, encode_frame
+from ._sdk import SdkSession, VastApiError, redact
+from ._status import StatusTracker
 
 try:
     from vastai.serverless.client.request_status import RequestStatus
@@ -85,9 +86,9 @@ class FrameChannel:
         for _ in range(MAX_RESENDS):
             out = dict(frame)
             if send_code and spec is not None:
-                out["code"] = [(spec.hash, spec.blob.data, spec.blob.sources, spec.name, spec.allow_parallel)]
+                out["code"] = [m.InstallFunction.of(spec)]
             if send_contexts:
-                out["context_blobs"] = [contexts[n].message() for n in sorted(send_contexts) if n in contexts]
+                out["context_blobs"] = [contexts[n] for n in sorted(send_contexts) if n in contexts]
             reply = await self.exchange(out, workload, deadline, what, retries, session)
             worker, pid = str(reply.get("worker")), reply.get("pid")
             missing = reply.get("missing")

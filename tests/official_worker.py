@@ -52,7 +52,7 @@ from typing import Any, Mapping
 
 import httpx
 
-from .errors import SerializationError, VastnbError
+from vastnb.errors import SerializationError, VastnbError
 
 __all__ = ["OfficialWorker", "OfficialWorkerError"]
 

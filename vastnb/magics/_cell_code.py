@@ -137,7 +137,7 @@ def show_short(exc: BaseException, lines: list[str]) -> None:
 
 def format_remote_failure(exc: BaseException) -> list[str]:
     """A remote exception as the lines to show: the remote frames (cell and line) and the message."""
-    from .._remote_errors import RemoteTraceback
+    from ..wire._errors import RemoteTraceback
 
     cause = exc.__cause__
     if isinstance(cause, RemoteTraceback):

@@ -1,7 +1,8 @@
-"""Re-raising remote exceptions in the notebook with their type, message and remote traceback.
+"""Exceptions across the wire: raised on a worker, re-raised in the notebook with their type, message and traceback.
 
-The worker sends an exception as data (type name, message, the user's frames,
-and the pickled exception when it pickles). Here it becomes the original
+The worker turns an exception into an :class:`~vastnb.wire.messages.ErrorRecord`
+(:func:`format_remote_error`: type name, message, the user's frames, and the pickled
+exception when it pickles). In the notebook it becomes the original
 exception type again when possible (else :class:`~vastnb.errors.RemoteError`),
 chained ``from`` a :class:`RemoteTraceback` that prints the remote frames the way
 IPython prints local ones: ``Cell In[4], line 3, in square``.
@@ -14,11 +15,19 @@ import sys
 import traceback
 from typing import Any
 
-from .errors import RemoteError
+from ..errors import RemoteError
+from .messages import ErrorRecord
 
-__all__ = ["RemoteTraceback", "build_remote_exception", "filename_label", "internal_frame", "render_user_traceback"]
+__all__ = [
+    "RemoteTraceback",
+    "build_remote_exception",
+    "filename_label",
+    "format_remote_error",
+    "internal_frame",
+    "render_user_traceback",
+]
 
-_VASTNB_DIR = os.path.dirname(os.path.abspath(__file__))
+_VASTNB_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _MACHINERY = tuple(os.sep + part + os.sep for part in ("asyncio", "concurrent", "IPython", "ipykernel", "nbclient"))
 _MACHINERY_FILES = tuple(os.sep + name for name in ("threading.py", "runpy.py"))
 
@@ -87,20 +96,37 @@ class RemoteTraceback(Exception):
         return "\n".join(lines)
 
 
-def build_remote_exception(error: dict[str, Any], where: str) -> BaseException:
+def format_remote_error(exc: BaseException) -> ErrorRecord:
+    """An exception as data: type, message, the user's frames (vastnb's and the machinery's dropped), and the
+    pickled exception (None when it does not pickle)."""
+    from ._pickle import dumps_payload
+
+    frames = tuple(
+        (fs.filename, fs.lineno or 0, fs.name, (fs.line or "").strip())
+        for fs in traceback.extract_tb(exc.__traceback__) if not internal_frame(fs.filename)
+    )
+    try:
+        blob: bytes | None = dumps_payload(exc, "exception").to_bytes()
+    except Exception:  # noqa: BLE001 - the record still carries type, message and frames
+        blob = None
+    cls = type(exc)
+    qualified = cls.__qualname__ if cls.__module__ in ("builtins", "__main__") else f"{cls.__module__}.{cls.__qualname__}"
+    return ErrorRecord(type=qualified, message=str(exc), frames=frames, exception=blob)
+
+
+def build_remote_exception(error: ErrorRecord, where: str) -> BaseException:
     """The exception to raise in the caller for a remote error record."""
-    from .wire import loads_payload
+    from ._pickle import loads_payload
 
     exc: BaseException | None = None
-    blob = error.get("exception")
-    if blob is not None:
+    if error.exception is not None:
         try:
-            exc = loads_payload(blob)
+            exc = loads_payload(error.exception)
         except Exception:  # noqa: BLE001 - e.g. the class is not importable here
             exc = None
     if not isinstance(exc, BaseException):
-        exc = RemoteError(error.get("message", ""), type_name=error.get("type", "Exception"))
-    cause = RemoteTraceback(error.get("type", type(exc).__name__), error.get("message", ""), list(error.get("frames", [])), where)
+        exc = RemoteError(error.message, type_name=error.type)
+    cause = RemoteTraceback(error.type, error.message, list(error.frames), where)
     exc.__cause__ = cause
     exc.__suppress_context__ = True
     try:  # IPython draws one traceback: the calling cell, then the remote frames, no vastnb internals

@@ -9,39 +9,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .._code import CodeBlob
-from ..events import WorkerSnapshot, WorkerState
-from ..wire import Connection, Payload
+from ...events import WorkerSnapshot, WorkerState
+from ...spec import FunctionSpec
+from ...wire import Connection, Payload
 
-__all__ = ["Call", "ContextSpec", "FunctionSpec", "WorkerHandle"]
-
-
-@dataclass(frozen=True)
-class FunctionSpec:
-    """A remote function version as the runtime runs it."""
-
-    name: str
-    blob: CodeBlob
-    allow_parallel: bool = False
-    max_queue_time: float = 30.0
-    retries: int = 2
-    timeout: float = 600.0
-    workload_calculator: Callable[..., float] | None = None
-
-    @property
-    def hash(self) -> str:
-        return self.blob.hash
-
-
-@dataclass(frozen=True)
-class ContextSpec:
-    name: str
-    hash: str
-    blob: bytes  # pickled (cls, args, kwargs)
-    sources: dict[str, list[str]]
-
-    def message(self) -> tuple[str, str, bytes, dict[str, list[str]]]:
-        return (self.name, self.hash, self.blob, self.sources)
+__all__ = ["Call", "WorkerHandle"]
 
 
 Sink = Callable[[str, str], None]
@@ -85,7 +57,7 @@ class WorkerHandle:
     last_seen: float = field(default_factory=time.monotonic)
     calls_done: int = 0
     gpu_memory_mb: float | None = None
-    replies: dict[int, asyncio.Future] = field(default_factory=dict)
+    replies: dict[int, asyncio.Future] = field(default_factory=dict)  # control requests waiting for their answer
     sinks: dict[int, Any] = field(default_factory=dict)  # output of control requests (cells)
     log: collections.deque = field(default_factory=lambda: collections.deque(maxlen=2000))
     stopping: bool = False

@@ -1,4 +1,4 @@
-"""vastnb's interactive mode on Vast: one official deployment that runs notebook code sent in frames.
+"""vastnb's interactive mode on Vast, worker side: the frames an official deployment's worker runs.
 
 Iterating in a notebook must not cost a redeploy per edited cell, but the
 official SDK deploys a fixed ``.py`` file. So vastnb deploys its own worker core
@@ -16,12 +16,16 @@ bytes load only once the worker has checked it runs the notebook's Python
 version (cloudpickled code does not cross minor versions)::
 
     request  {"v": 1, "py": [3, 11], "op": "call"|"run"|"bench"|"hello",
-              "fn": hash, "payload": bytes,
-              "code": [(hash, data, sources, name, parallel)],       # only when needed
-              "contexts": {name: hash},                              # what the call needs
-              "context_blobs": [(name, hash, blob, sources)]}        # only when needed
-    reply    {"v": 1, "worker": id, "pid": pid, "ok": bool, "value" | "error",
+              "fn": hash, "payload": bytes,       # a CallFunction, RunCell or BenchmarkSpec payload
+              "code": [InstallFunction],          # only when needed
+              "contexts": {name: hash},           # what the call needs
+              "context_blobs": [ContextSpec]}     # only when needed
+    reply    {"v": 1, "worker": id, "pid": pid, "ok": bool, "value" | "error": ErrorRecord,
               "out": [(stream, text)], "missing": {"code": [...], "contexts": [...]}}
+
+(the typed messages of :mod:`vastnb.wire.messages`, shared with the local runtime).
+The notebook side (the generated module, the code snapshot) is
+:mod:`vastnb.backends.vast._module`.
 
 Code travels by content hash: a worker that lacks a function or context answers
 ``missing`` (its ``message`` reads ``missing code <hash>``) and the notebook
@@ -41,30 +45,27 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
+import dataclasses
 import os
-import pickle
 import socket
 import sys
-import traceback
+from collections.abc import Mapping
 from typing import Any, Callable
 
-from .wire import dumps_payload, loads_payload
-from .worker.core import log_to_stderr
+from ..spec import ContextSpec
+from ..wire import dumps_payload, format_remote_error, loads_payload
+from ..wire import messages as m
+from .core import log_to_stderr
 
 __all__ = [
     "BENCHMARK_FRAME",
     "FRAME_FUNCTION",
     "FRAME_ROUTE",
     "PROTOCOL",
+    "PY",
     "FrameHandler",
-    "build_snapshot",
-    "contexts_identity",
-    "stable_contexts",
-    "stable_digest",
     "decode_frame",
     "encode_frame",
-    "generate_module",
 ]
 
 PROTOCOL = 1
@@ -81,177 +82,6 @@ def encode_frame(obj: Any, what: str = "a vastnb frame") -> bytes:
 
 def decode_frame(data: bytes) -> Any:
     return loads_payload(data)
-
-
-# =========================================================================== notebook side: the module
-
-
-def contexts_identity(contexts: dict[str, Any]) -> str:
-    """A digest of each context's class source and constructor arguments, stable across kernels.
-
-    Cell file names (which change with every kernel) and memory addresses are left
-    out, so re-running an unchanged notebook gives the same digest.
-    """
-    if not contexts:
-        return "none"
-    h = hashlib.sha256()
-    for name in sorted(contexts):
-        h.update(name.encode() + b"\0" + _context_text(contexts[name]).encode() + b"\0")
-    return h.hexdigest()[:16]
-
-
-def _context_text(spec: Any) -> str:
-    """The text of the cells (files) the context class's methods come from, and its constructor arguments."""
-    import linecache
-    import re
-
-    from ._code import code_filenames
-
-    try:
-        cls, args, kwargs = pickle.loads(spec.blob)
-        files = code_filenames(cls)
-    except Exception:  # noqa: BLE001 - nothing to read: fall back to what was captured
-        cls, args, kwargs, files = None, (), {}, set()
-    texts = sorted("".join(linecache.getlines(f)) for f in files)
-    texts = [t for t in texts if t] or sorted("".join(lines) for lines in spec.sources.values())
-    if not texts:
-        return str(spec.hash)
-    arguments = re.sub(r" at 0x[0-9a-f]+", "", repr((args, sorted(kwargs.items()))))
-    return "\n".join(texts) + "\n" + arguments
-
-
-_VALUE_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING",
-              "SHORT_BINBYTES", "BINBYTES", "BINBYTES8"}
-_PUT_OPS = {"PUT", "BINPUT", "LONG_BINPUT"}
-_GET_OPS = {"GET", "BINGET", "LONG_BINGET"}
-
-
-def stable_digest(data: bytes) -> str:
-    """A digest of a pickle that does not depend on which equal strings share a memo slot.
-
-    Pickling the same class twice can give different bytes: an equal string is
-    written again or referenced from the memo depending on object identity. A
-    content hash of the raw bytes then changes although nothing did, and a
-    worker would re-enter a context (reload a model) for nothing. Here strings
-    and bytes are always hashed by value and memo bookkeeping is left out.
-    """
-    import pickletools
-
-    h = hashlib.sha256()
-    values: dict[int, Any] = {}  # memo slot -> str/bytes stored there
-    slots: dict[int, int] = {}  # memo slot of another object -> its order among those
-    n_memo = 0
-    last: Any = None
-    for op, arg, _pos in pickletools.genops(data):
-        name = op.name
-        if name == "FRAME":
-            continue
-        if name == "MEMOIZE" or name in _PUT_OPS:
-            slot = n_memo if name == "MEMOIZE" else int(arg or 0)
-            n_memo += name == "MEMOIZE"
-            if last is not None:
-                values[slot] = last
-            else:
-                slots[slot] = len(slots)
-            continue
-        if name in _GET_OPS:
-            slot = int(arg or 0)
-            if slot in values:
-                last = values[slot]
-                h.update(b"V" + repr(last).encode() + b"\0")
-            else:
-                last = None
-                h.update(b"G" + str(slots.get(slot, -1)).encode() + b"\0")
-            continue
-        last = arg if name in _VALUE_OPS else None
-        h.update((("V" + repr(arg)) if name in _VALUE_OPS else f"{name} {arg!r}").encode() + b"\0")
-    return h.hexdigest()[:16]
-
-
-def stable_contexts(contexts: dict[str, Any]) -> dict[str, Any]:
-    """The ContextSpecs with :func:`stable_digest` as their hash (what workers compare)."""
-    import dataclasses
-
-    return {n: dataclasses.replace(c, hash=stable_digest(c.blob)) for n, c in contexts.items()}
-
-
-def build_snapshot(functions: dict[str, Any], contexts: dict[str, Any], benchmark: bytes | None) -> bytes:
-    """The code a freshly started worker loads before it serves (FunctionSpec / ContextSpec objects)."""
-    return encode_frame({
-        "v": PROTOCOL,
-        "py": PY,
-        "functions": [_install_item(f) for f in functions.values()],
-        "contexts": [c.message() for c in contexts.values()],
-        "benchmark": benchmark,
-    }, "the deployment's code snapshot")
-
-
-def _install_item(f: Any) -> tuple[str, bytes, dict[str, list[str]], str, bool]:
-    return (f.hash, f.blob.data, f.blob.sources, f.name, f.allow_parallel)
-
-
-def generate_module(
-    name: str,
-    snapshot: bytes | None = None,
-    *,
-    contexts_id: str = "none",
-    benchmark_runs: int = 10,
-    max_queue_time: float = 30.0,
-) -> str:
-    """Source of the official deployment module (``deployment.py``) for vastnb's interactive mode."""
-    from . import __version__
-
-    snap = base64.b64encode(snapshot).decode("ascii") if snapshot else ""
-    return f'''"""vastnb interactive-mode worker for deployment {name!r} (generated by vastnb {__version__}; do not edit).
-
-The official Vast worker runtime serves this module as is. Every call from the
-notebook arrives as one vastnb frame (bytes) at /remote/{FRAME_FUNCTION} and runs in
-vastnb's worker core, so redefined notebook code reaches warm workers without a redeploy.
-"""
-
-from vastai import Deployment
-
-from vastnb._vast_worker_module import BENCHMARK_FRAME, FrameHandler
-
-app = Deployment(name={name!r})
-
-# contexts: {contexts_id}
-_SNAPSHOT = "{snap}"  #!VAST_IGNORE_CHANGES
-_BENCHMARK_RUNS = {int(benchmark_runs)}  #!VAST_IGNORE_CHANGES
-_MAX_QUEUE_TIME = {float(max_queue_time)!r}  #!VAST_IGNORE_CHANGES
-
-_handler = FrameHandler({name!r}, _SNAPSHOT)
-
-
-@app.context()
-class VastnbWorkerCore:
-    """Starts vastnb's worker core: loads the snapshot's code and enters its contexts."""
-
-    async def __aenter__(self):
-        await _handler.start()
-        return self
-
-    async def __aexit__(self, *exc):
-        await _handler.stop()
-
-
-def _workload(frame, workload=100.0):
-    return workload
-
-
-@app.remote(
-    benchmark_dataset=[{{"frame": BENCHMARK_FRAME, "workload": 100.0}}],
-    benchmark_runs=_BENCHMARK_RUNS,
-    allow_parallel_requests=True,
-    max_queue_time=_MAX_QUEUE_TIME,
-    workload_calculator=_workload,
-)
-async def {FRAME_FUNCTION}(frame: bytes, workload: float = 100.0) -> bytes:
-    return await _handler.handle(frame)
-'''
-
-
-# =========================================================================== worker side
 
 
 def _log(msg: str) -> None:
@@ -289,7 +119,7 @@ class FrameHandler:
         self.snapshot = snapshot
         self.worker_id = os.environ.get("CONTAINER_ID") or f"{socket.gethostname()}-{os.getpid()}"
         self.core: Any = None
-        self.failed: dict[str, tuple[str, dict[str, Any]]] = {}  # context name -> (hash, error record)
+        self.failed: dict[str, tuple[str, m.ErrorRecord]] = {}  # context name -> (hash, error record)
         self.bench_spec: Any = None
         self._bench_i = 0
         self._started: asyncio.Event | None = None
@@ -299,7 +129,7 @@ class FrameHandler:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        from .worker.core import WorkerCore, install_output_routing
+        from .core import WorkerCore, install_output_routing
 
         self._events()
         self.core = WorkerCore(self.worker_id).activate()
@@ -331,15 +161,15 @@ class FrameHandler:
             return
         for item in snap.get("functions", []):
             try:
-                self.core.install(*item)
+                self.core.install(item)
             except Exception as exc:  # noqa: BLE001
-                _log(f"could not load function {item[3]!r} from the snapshot: {exc!r}")
+                _log(f"could not load function {item.name!r} from the snapshot: {exc!r}")
         contexts = snap.get("contexts", [])
-        await asyncio.gather(*(self._enter(*c) for c in contexts), return_exceptions=True)
+        await asyncio.gather(*(self._enter(c) for c in contexts), return_exceptions=True)
         blob = snap.get("benchmark")
         if blob is not None:
             try:
-                self.bench_spec = pickle.loads(blob)
+                self.bench_spec = decode_frame(blob)
             except Exception as exc:  # noqa: BLE001
                 _log(f"could not load the benchmark from the snapshot: {exc!r}")
 
@@ -373,7 +203,7 @@ class FrameHandler:
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # noqa: BLE001 - every failure travels back
-            reply = {"ok": False, "error": _error(exc)}
+            reply = {"ok": False, "error": format_remote_error(exc)}
         return self._encode(reply, out)
 
     def _encode(self, reply: dict[str, Any], out: _Output) -> bytes:
@@ -381,10 +211,7 @@ class FrameHandler:
         try:
             return encode_frame(reply, "the result")
         except Exception as exc:  # noqa: BLE001 - e.g. an unpicklable result
-            err = _error(exc)
-            err["type"] = "vastnb.errors.SerializationError"
-            err["message"] = f"cannot send the result back to the notebook: {exc}"
-            err["exception"] = None
+            err = m.ErrorRecord("vastnb.errors.SerializationError", f"cannot send the result back to the notebook: {exc}")
             return encode_frame({"v": PROTOCOL, "worker": self.worker_id, "pid": os.getpid(), "out": out.chunks,
                                  "ok": False, "error": err})
 
@@ -393,19 +220,18 @@ class FrameHandler:
         if op == "hello":
             return {"ok": True, "value": self.info()}
         for item in msg.get("code") or ():
-            self.core.install(*item)
+            self.core.install(item)
         missing = await self._check(msg)
         if missing is not None:
             return missing
         if op == "call":
             return await self._call(msg, out)
         if op == "run":
-            message = loads_payload(msg["payload"])
-            value = await self.core.run_cell(message["source"], message["filename"], message.get("push", {}),
-                                             message.get("pull", []), out.write)
+            cell: m.RunCell = loads_payload(msg["payload"])
+            value = await self.core.run_cell(cell.source, cell.filename, dict(cell.push), list(cell.pull), out.write)
             return {"ok": True, "value": value}
         if op == "bench":
-            spec = pickle.loads(msg["payload"])
+            spec = loads_payload(msg["payload"])
             runs: list[float] = []
             score = await self.core.benchmark(spec, lambda run, throughput: runs.append(throughput))
             return {"ok": True, "value": {"score": score, "runs": runs}}
@@ -415,14 +241,14 @@ class FrameHandler:
         """A ``missing`` reply when this worker lacks the function or a context; contexts sent along are entered."""
         fn = msg.get("fn")
         missing_code = [fn] if fn and fn not in self.core.functions else []
-        blobs = {c[0]: c for c in msg.get("context_blobs") or ()}
+        blobs: dict[str, ContextSpec] = {c.name: c for c in msg.get("context_blobs") or ()}
         missing_contexts = []
         for name, wanted in (msg.get("contexts") or {}).items():
             entry = self.core.contexts.get(name)
             if entry is not None and entry.spec_hash == wanted:
                 continue
-            if name in blobs and blobs[name][1] == wanted:
-                await self._enter(*blobs[name])
+            if name in blobs and blobs[name].hash == wanted:
+                await self._enter(blobs[name])
                 entry = self.core.contexts.get(name)
                 if entry is not None and entry.spec_hash == wanted:
                     continue
@@ -435,28 +261,30 @@ class FrameHandler:
         words = [f"missing code {h}" for h in missing_code] + [f"missing context {n}" for n in missing_contexts]
         return {"ok": False, "missing": {"code": missing_code, "contexts": missing_contexts}, "message": "; ".join(words)}
 
-    async def _enter(self, name: str, spec_hash: str, blob: bytes, sources: dict[str, list[str]]) -> None:
+    async def _enter(self, spec: ContextSpec) -> None:
+        name = spec.name
         lock = self._ctx_locks.setdefault(name, asyncio.Lock())
         async with lock:
             entry = self.core.contexts.get(name)
-            if entry is not None and entry.spec_hash == spec_hash:
+            if entry is not None and entry.spec_hash == spec.hash:
                 return
             try:
-                spent = await self.core.enter_context(name, spec_hash, blob, sources)
+                spent = await self.core.enter_context(spec)
             except Exception as exc:  # noqa: BLE001 - remembered, reported to calls that need it
-                err = _error(exc)
-                err["message"] = f"entering context {name} failed on worker {self.worker_id}: {err['message']}"
-                self.failed[name] = (spec_hash, err)
+                err = format_remote_error(exc)
+                err = dataclasses.replace(
+                    err, message=f"entering context {name} failed on worker {self.worker_id}: {err.message}")
+                self.failed[name] = (spec.hash, err)
                 _log(f"entering context {name} failed: {exc!r}")
                 return
             self.failed.pop(name, None)
             _log(f"entered context {name} in {spent:.3f}s")
 
     async def _call(self, msg: dict[str, Any], out: _Output) -> dict[str, Any]:
-        request = loads_payload(msg["payload"])
-        fn_hash = request["fn"]
+        request: m.CallFunction = loads_payload(msg["payload"])
+        fn_hash = request.fn
         entry = self.core.functions[fn_hash]
-        args, kwargs = request.get("args", ()), request.get("kwargs", {})
+        args, kwargs = request.args, request.kwargs
         if entry.allow_parallel:
             value = await self._run(fn_hash, args, kwargs, out)
         else:
@@ -465,7 +293,7 @@ class FrameHandler:
                 value = await self._run(fn_hash, args, kwargs, out)
         return {"ok": True, "value": value}
 
-    async def _run(self, fn_hash: str, args: tuple[Any, ...], kwargs: dict[str, Any], out: _Output) -> Any:
+    async def _run(self, fn_hash: str, args: tuple[Any, ...], kwargs: Mapping[str, Any], out: _Output) -> Any:
         try:
             return await self.core.call(fn_hash, args, kwargs, out.write)
         finally:
@@ -496,7 +324,7 @@ class FrameHandler:
             _log(f"benchmark call raised {exc!r}")
 
     def info(self) -> dict[str, Any]:
-        from . import __version__
+        from .. import __version__
 
         return {
             "worker": self.worker_id,
@@ -540,16 +368,6 @@ def _shorten_official_logs() -> None:
 
 def _discard(stream: str, text: str) -> None:
     return None
-
-
-def _error(exc: BaseException) -> dict[str, Any]:
-    from .worker.core import format_remote_error
-
-    try:
-        return format_remote_error(exc)
-    except Exception:  # noqa: BLE001
-        return {"type": type(exc).__name__, "message": str(exc), "frames": [], "exception": None,
-                "traceback": traceback.format_exc()}
 
 
 def _pyver(v: Any) -> str:

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from vastnb import query as _query
-from vastnb._gpu_catalog import ROWS
+from vastnb.query._core import norm_text
+from vastnb.gpus._catalog import ROWS
 
 __all__ = [
     "CATALOG",
@@ -50,7 +51,7 @@ NVIDIA_SMI_ARGS = (
 
 @dataclass(frozen=True)
 class GpuModel:
-    """Public spec facts for one Vast GPU name (conventions in ``vastnb._gpu_catalog``)."""
+    """Public spec facts for one Vast GPU name (conventions in ``vastnb.gpus._catalog``)."""
 
     constant: str  # the vastnb.query name, e.g. "H100_SXM"
     name: str  # the Vast name, e.g. "H100 SXM"
@@ -69,12 +70,12 @@ CATALOG: dict[str, GpuModel] = {
 }
 
 
-_BY_NAME = {_query._norm_text(model.name): model for model in CATALOG.values()}
+_BY_NAME = {norm_text(model.name): model for model in CATALOG.values()}
 
 
 def by_name(name: str) -> GpuModel | None:
     """The catalog entry for a Vast GPU name (``"RTX 4090"``, any case, ``_`` for spaces), or None."""
-    return _BY_NAME.get(_query._norm_text(name))
+    return _BY_NAME.get(norm_text(name))
 
 
 # --------------------------------------------------------------------------- nvidia-smi names

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import ast
 import os
-import shlex
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from .._magic_lines import without_comment
+from ..magics.grammar import DEPLOYMENT_OPTIONS, REMOTE_OPTIONS, read_line
 from ..errors import ConfigurationError
 
 __all__ = ["Cell", "ExportError", "ParsedCell", "Statement", "parse_cells", "read_notebook"]
@@ -170,7 +169,7 @@ def _statements(source: str, body: list[ast.stmt], cell: int, offset: int) -> li
 # ---------------------------------------------------------------------------------- magic lines
 @dataclass
 class RemoteMagic:
-    """The options of a ``%%vast_remote`` line, as source expressions (None: not given)."""
+    """The options given on a ``%%vast_remote`` line, as source text (None: not given)."""
 
     benchmark_dataset: str | None = None
     benchmark_generator: str | None = None
@@ -183,41 +182,10 @@ class RemoteMagic:
     unknown: list[str] = field(default_factory=list)
 
 
-_REMOTE_VALUE_OPTIONS = {
-    "--benchmark-dataset": "benchmark_dataset",
-    "--benchmark-generator": "benchmark_generator",
-    "--benchmark-runs": "benchmark_runs",
-    "--workload-calculator": "workload_calculator",
-    "--max-queue-time": "max_queue_time",
-    "--retries": "retries",
-    "--timeout": "timeout",
-}
-
-
 def parse_remote_line(line: str) -> RemoteMagic:
-    """Read a ``%%vast_remote`` line the way the magic does (values stay source text)."""
-    out = RemoteMagic()
-    try:
-        words = shlex.split(without_comment(line))
-    except ValueError as exc:
-        raise ExportError(f"%%vast_remote {line}: cannot split the options ({exc}).") from None
-    i = 0
-    while i < len(words):
-        word = words[i]
-        key, eq, value = word.partition("=")
-        if key in _REMOTE_VALUE_OPTIONS:
-            if not eq:
-                i += 1
-                if i >= len(words):
-                    raise ExportError(f"%%vast_remote: {key} needs a value.")
-                value = words[i]
-            setattr(out, _REMOTE_VALUE_OPTIONS[key], value)
-        elif word == "--allow-parallel-requests":
-            out.allow_parallel_requests = True
-        else:
-            out.unknown.append(word)
-        i += 1
-    return out
+    """Read a ``%%vast_remote`` line with the magic's own grammar (values stay source text)."""
+    given, unknown = _read("%%vast_remote", REMOTE_OPTIONS, line)
+    return RemoteMagic(**given, unknown=unknown)
 
 
 @dataclass
@@ -229,21 +197,14 @@ class DeploymentMagic:
 
 
 def parse_deployment_line(line: str) -> DeploymentMagic:
+    """Read a ``%vast_deployment`` line with the magic's own grammar."""
+    given, _unknown = _read("%vast_deployment", DEPLOYMENT_OPTIONS, line)
+    return DeploymentMagic(name=given.get("name"), tag=given.get("tag"), var=given.get("var") or "app",
+                           backend=given.get("backend"))
+
+
+def _read(magic: str, options: Any, line: str) -> tuple[dict[str, Any], list[str]]:
     try:
-        words = shlex.split(without_comment(line))
+        return read_line(options, line)
     except ValueError as exc:
-        raise ExportError(f"%vast_deployment {line}: cannot split the options ({exc}).") from None
-    values: dict[str, Any] = {"name": None, "tag": None, "var": "app", "backend": None}
-    i = 0
-    while i < len(words):
-        word = words[i]
-        key, eq, value = word.partition("=")
-        if key in ("--tag", "--var", "--backend"):
-            if not eq:
-                i += 1
-                value = words[i] if i < len(words) else ""
-            values[key[2:]] = value
-        elif not word.startswith("-") and values["name"] is None:
-            values["name"] = word
-        i += 1
-    return DeploymentMagic(**values)
+        raise ExportError(f"{magic} {line.strip()}: cannot read the options ({exc}).") from None

@@ -1,0 +1,61 @@
+"""Bytes on the wire between the notebook and its local workers.
+
+One connection is a TCP stream on loopback. It opens with a handshake that
+carries the cluster's secret; a peer that sends anything else is dropped before
+a single byte of it is deserialized. After that, each message is a frame::
+
+    header (16 bytes, little endian): kind u8 | flags u8 | reserved u16 | request id u32 | length u64
+    body (length bytes)
+
+A body is a *payload*: a pickle (protocol 5, cloudpickle so notebook code travels
+by value) plus its out-of-band buffers (NumPy arrays, torch tensors)::
+
+    n_buffers u32 | main_len u64 | buffer_len u64 × n | main | buffers…
+
+Small payloads travel inline in the stream. Large ones (≥ ``SHM_THRESHOLD``) are
+written once into a shared-memory segment that the sender keeps for reuse, and
+the frame only names the segment; the receiver copies out and hands the segment
+back with a RELEASE frame. So a 16 MiB buffer is copied twice per direction
+(into the segment, out of it) and never goes through base64, JSON lists or
+socket buffers.
+
+Large ``bytes`` are written by the pickler straight from the object (no copy);
+tensors are reduced to raw buffers; CUDA tensors arrive on the CPU.
+
+The request id names the request a message belongs to (a call, a cell), so its
+output and result find their way back; the messages themselves are the typed
+dataclasses of :mod:`vastnb.wire.messages`. Exceptions travel as
+:class:`~vastnb.wire.messages.ErrorRecord` (:func:`format_remote_error`) and
+become exceptions again with :func:`build_remote_exception`.
+"""
+
+from __future__ import annotations
+
+from ._errors import RemoteTraceback, build_remote_exception, format_remote_error
+from ._frames import HANDSHAKE_MAGIC, SHM_THRESHOLD, Connection, PayloadError
+from ._pickle import (
+    Payload,
+    ProtocolError,
+    check_picklable,
+    dumps_code,
+    dumps_payload,
+    loads_payload,
+    pickle_roundtrip,
+)
+
+__all__ = [
+    "HANDSHAKE_MAGIC",
+    "SHM_THRESHOLD",
+    "Connection",
+    "Payload",
+    "PayloadError",
+    "ProtocolError",
+    "RemoteTraceback",
+    "build_remote_exception",
+    "check_picklable",
+    "dumps_code",
+    "dumps_payload",
+    "format_remote_error",
+    "loads_payload",
+    "pickle_roundtrip",
+]

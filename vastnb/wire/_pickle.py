@@ -1,0 +1,202 @@
+"""Pickling for the wire: cloudpickle (notebook code by value), protocol-5 out-of-band buffers, tensors as raw bytes."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import struct
+import types
+from typing import Any
+
+import cloudpickle
+
+from ..errors import SerializationError
+
+__all__ = ["Payload", "check_picklable", "dumps_code", "dumps_payload", "loads_payload", "pickle_roundtrip"]
+
+
+class ProtocolError(Exception):
+    """The peer sent something that is not a vastnb frame; the connection is dropped."""
+
+
+def _rebuild_tensor(buf: Any, dtype: str, shape: tuple[int, ...], requires_grad: bool) -> Any:
+    import torch
+
+    dt = getattr(torch, dtype)
+    if len(buf) == 0:
+        t = torch.empty(shape, dtype=dt)
+    else:
+        t = torch.frombuffer(buf, dtype=torch.uint8).view(dt).reshape(shape)
+    if requires_grad:
+        t.requires_grad_(True)
+    return t
+
+
+def _code_with_filename(rebuild: Any, args: tuple, filename: str) -> types.CodeType:
+    code = rebuild(*args)
+    return code.replace(co_filename=filename) if code.co_filename != filename else code
+
+
+def _reduce_code(code: types.CodeType) -> Any:
+    """Pickle a code object with its real file name.
+
+    Remote tracebacks name the notebook cell and show its line through the code's
+    ``co_filename``; cloudpickle 3.1.3 started to write ``"<dynamic-code>"`` there.
+    Whatever cloudpickle does, the file name is put back when the code is loaded.
+    """
+    reduce = cloudpickle.CloudPickler.dispatch_table.get(types.CodeType)
+    rebuild, args = reduce(code)[:2] if reduce is not None else _marshal_code(code)
+    return (_code_with_filename, (rebuild, args, code.co_filename))
+
+
+def _marshal_code(code: types.CodeType) -> tuple[Any, tuple]:
+    import marshal
+
+    return (marshal.loads, (marshal.dumps(code),))
+
+
+class _Pickler(cloudpickle.CloudPickler):
+    def reducer_override(self, obj: Any) -> Any:
+        if type(obj) is types.CodeType:
+            return _reduce_code(obj)
+        mod = type(obj).__module__
+        if mod == "torch" and type(obj).__name__ in ("Tensor", "Parameter"):
+            return self._reduce_tensor(obj)
+        return super().reducer_override(obj)
+
+    @staticmethod
+    def _reduce_tensor(t: Any) -> Any:
+        import torch
+
+        if t.layout != torch.strided:
+            raise SerializationError(
+                f"cannot send a torch tensor with layout {t.layout}; convert it with .to_dense() first."
+            )
+        data = t.detach()
+        if data.device.type != "cpu":
+            data = data.cpu()  # CUDA tensors travel through the CPU and arrive there
+        data = data.contiguous()
+        dtype = str(data.dtype).removeprefix("torch.")
+        raw = data.reshape(-1).view(torch.uint8).numpy() if data.numel() else bytearray()
+        return (_rebuild_tensor, (pickle.PickleBuffer(raw), dtype, tuple(data.shape), bool(t.requires_grad)))
+
+
+class _ChunkWriter:
+    """Collects the pickler's output without copying large pieces."""
+
+    __slots__ = ("chunks", "size")
+
+    def __init__(self) -> None:
+        self.chunks: list[Any] = []
+        self.size = 0
+
+    def write(self, b: Any) -> int:
+        n = len(b) if not isinstance(b, memoryview) else b.nbytes
+        self.chunks.append(b)
+        self.size += n
+        return n
+
+
+class Payload:
+    """A pickled message ready to send: main pickle chunks plus out-of-band buffers."""
+
+    __slots__ = ("chunks", "main_len", "buffers", "size")
+
+    def __init__(self, chunks: list[Any], main_len: int, buffers: list[memoryview]) -> None:
+        self.chunks = chunks
+        self.main_len = main_len
+        self.buffers = buffers
+        head = 4 + 8 + 8 * len(buffers)
+        self.size = head + main_len + sum(b.nbytes for b in buffers)
+
+    def head(self) -> bytes:
+        n = len(self.buffers)
+        return struct.pack(f"<IQ{n}Q", n, self.main_len, *(b.nbytes for b in self.buffers))
+
+    def write_into(self, dest: memoryview) -> None:
+        pos = 0
+        for piece in [self.head(), *self.chunks]:
+            n = len(piece) if not isinstance(piece, memoryview) else piece.nbytes
+            dest[pos : pos + n] = piece
+            pos += n
+        for b in self.buffers:
+            dest[pos : pos + b.nbytes] = b.cast("B") if b.format != "B" or b.ndim != 1 else b
+            pos += b.nbytes
+
+    def to_bytes(self) -> bytes:
+        out = bytearray(self.size)
+        self.write_into(memoryview(out))
+        return bytes(out)
+
+
+def dumps_payload(obj: Any, what: str = "value") -> Payload:
+    """Pickle ``obj`` for the wire; raise :class:`SerializationError` naming ``what`` on failure."""
+    writer = _ChunkWriter()
+    buffers: list[memoryview] = []
+
+    def keep(buf: pickle.PickleBuffer) -> None:
+        buffers.append(buf.raw())
+
+    try:
+        _Pickler(writer, protocol=5, buffer_callback=keep).dump(obj)
+    except SerializationError:
+        raise
+    except Exception as exc:
+        raise SerializationError(
+            f"cannot serialize {what}: {type(exc).__name__}: {exc}. "
+            "Pass plain data (numbers, strings, bytes, lists, dicts, arrays, tensors) "
+            "or objects whose classes can be pickled."
+        ) from exc
+    return Payload(writer.chunks, writer.size, buffers)
+
+
+def dumps_code(obj: Any) -> bytes:
+    """Pickle code (functions, classes, contexts) by value in one buffer, keeping file names for tracebacks.
+
+    Raises what the pickler raises; :func:`vastnb.deployment._capture.capture` words it for users."""
+    out = io.BytesIO()
+    _Pickler(out, protocol=5).dump(obj)
+    return out.getvalue()
+
+
+def _parse(body: memoryview, copy_buffers: bool) -> tuple[memoryview, list[Any]]:
+    if body.nbytes < 12:
+        raise ProtocolError("payload shorter than its header")
+    (n,) = struct.unpack_from("<I", body, 0)
+    if n > 1_000_000 or 12 + 8 * n > body.nbytes:
+        raise ProtocolError(f"payload declares {n} buffers")
+    main_len, *lens = struct.unpack_from(f"<Q{n}Q", body, 4)
+    pos = 12 + 8 * n
+    if pos + main_len + sum(lens) > body.nbytes:
+        raise ProtocolError("payload shorter than its declared parts")
+    main = body[pos : pos + main_len]
+    pos += main_len
+    bufs: list[Any] = []
+    for ln in lens:
+        piece = body[pos : pos + ln]
+        bufs.append(bytearray(piece) if copy_buffers else piece)
+        pos += ln
+    return main, bufs
+
+
+def _load_view(view: memoryview) -> Any:
+    main, bufs = _parse(view, copy_buffers=True)
+    try:
+        return pickle.loads(main, buffers=bufs)
+    finally:
+        main.release()
+
+
+def loads_payload(body: bytes | bytearray | memoryview) -> Any:
+    """Inverse of :func:`dumps_payload` (for a payload held in memory)."""
+    return _load_view(memoryview(body))
+
+
+def pickle_roundtrip(obj: Any, what: str = "value") -> Any:
+    """Serialize and deserialize in process (tests and checks)."""
+    return loads_payload(dumps_payload(obj, what).to_bytes())
+
+
+def check_picklable(obj: Any, what: str) -> None:
+    """Raise :class:`SerializationError` naming ``what`` when ``obj`` cannot travel."""
+    dumps_payload(obj, what)
