@@ -57,6 +57,7 @@ class Image:
         self._apt_gets: list[str] = []
         self._requires = Query.search_defaults()
         self._picker: Any = None  # the GPU picker's requirement, replaced as a whole
+        self._picker_columns: frozenset[str] = frozenset()  # columns the picker owns: require()'s give way
         self._copies: list[tuple[str, str]] = []
         self._ports: set[tuple[int, str]] = {(3000, "tcp")}
         self._on_change = on_change
@@ -126,22 +127,31 @@ class Image:
     # ------------------------------------------------------------------ vastnb
     @property
     def requirement(self) -> Any:
-        """The full query workers must match: ``require(...)`` plus what the GPU picker applied."""
-        q = self._requires.copy()
+        """The full query workers must match: ``require(...)`` plus what the GPU picker applied.
+
+        On the columns the picker controls, the picker's choice replaces what ``require(...)`` said."""
+        q = self._requires.without(self._picker_columns)
         if self._picker is not None:
             q.extend(self._picker)
         return q
 
-    def set_picker_requirement(self, query: Any) -> str | None:
-        """Replace what the GPU picker set before (None clears it); says what happens to a running deployment."""
+    @property
+    def declared_requirement(self) -> Any:
+        """What ``require(...)`` declared (with Vast's search defaults), before any GPU picker choice."""
+        return self._requires.copy()
+
+    def set_picker_requirement(self, query: Any, columns: Any = ()) -> str | None:
+        """Replace what the GPU picker set before (None clears it); says what happens to a running deployment.
+
+        ``columns`` are the ones the picker controls: its choice replaces ``require(...)``'s conditions on
+        them (a control left at "any" removes the condition), and every other condition stays."""
         from ..query import Query
 
-        if query is not None:
-            probe = self._requires.copy()
-            probe.extend(query)  # a conflict with require(...) is reported now
-            if not isinstance(query, Query):
-                raise ConfigurationError(f"expected a vastnb.query.Query. Instead got {query!r}.")
-        self._picker = query
+        if query is not None and not isinstance(query, Query):
+            raise ConfigurationError(f"expected a vastnb.query.Query. Instead got {query!r}.")
+        owned = frozenset(columns) | frozenset(query.query if query is not None else ())
+        self._requires.without(owned).extend(query if query is not None else Query({}))  # cannot conflict; checks
+        self._picker, self._picker_columns = query, owned
         return self._changed("requirement")
 
     def _changed(self, what: str) -> str | None:

@@ -241,6 +241,11 @@ class Query:
         """An independent copy (the dict is deep-copied)."""
         return Query(copy.deepcopy(self.query))
 
+    def without(self, columns: Iterable[str]) -> Query:
+        """A copy without any requirement on ``columns`` (e.g. the ones a GPU picker sets anew)."""
+        drop = set(columns)
+        return Query({c: copy.deepcopy(ops) for c, ops in self.query.items() if c not in drop})
+
     def to_vast(self) -> Any:
         """The same requirements as an official ``vastai.data.query.Query`` (dict deep-copied)."""
         try:

@@ -24,8 +24,8 @@ from .. import gpus as _gpus
 from .. import query as _q
 from ..errors import ConfigurationError
 from ..events import Event, EventKind, WorkerSnapshot
-from . import _charts as svg
 from . import _html as h
+from ._picker_html import field_of, picker_html
 from .progress import Throttle
 
 if TYPE_CHECKING:
@@ -45,9 +45,8 @@ DISK_STEPS = (0, 16, 32, 50, 100, 200, 500, 1000)
 
 OffersProvider = Callable[[_q.Query], Sequence[Any]]
 
-
-def _field(offer: Any, name: str) -> Any:
-    return offer.get(name) if isinstance(offer, dict) else getattr(offer, name, None)
+#: The offer columns the picker's controls set; on Apply its choice replaces the image's conditions on them.
+PICKER_COLUMNS = ("gpu_name", "gpu_ram", "num_gpus", "dph_total", "reliability", "cpu_cores_effective", "disk_space")
 
 
 def _model_of(gpu: str | None) -> _gpus.GpuModel | None:
@@ -101,6 +100,7 @@ class GpuPicker:
         if source is not None and getattr(source, "events", None) is not None:
             self._source_redraw = Throttle(self._render, 1.0, name="vastnb-picker-source")
             self._unsubscribe = source.events.subscribe(self._on_event)
+        self._start_from_image()
         self._changed()
 
     # ------------------------------------------------------------------ controls
@@ -186,9 +186,13 @@ class GpuPicker:
         try:
             for segment, sel in self.model_lists.items():
                 opts = self._options(segment, text)
-                sel.options = opts
                 keep = {v for _, v in opts}
-                sel.value = tuple(c for c in self._selected if c in keep)
+                # options and selection go to the browser in one message: an index into the old options that
+                # the new ones no longer have makes the frontend fail ("setting 'selected' of undefined")
+                with sel.hold_sync():
+                    sel.value = ()
+                    sel.options = opts
+                    sel.value = tuple(c for c in self._selected if c in keep)
         finally:
             self._syncing = False
 
@@ -197,9 +201,32 @@ class GpuPicker:
         try:
             for sel in self.model_lists.values():
                 keep = {v for _, v in sel.options}
-                sel.value = tuple(c for c in self._selected if c in keep)
+                with sel.hold_sync():
+                    sel.value = tuple(c for c in self._selected if c in keep)
         finally:
             self._syncing = False
+
+    def _start_from_image(self) -> None:
+        """Show what the image already requires on the picker's columns (models, sliders), so Apply replaces it."""
+        declared = getattr(self.image, "declared_requirement", None)
+        if declared is None:
+            return
+        ops = declared.query
+        names = ops.get("gpu_name", {})
+        models = [names["eq"]] if "eq" in names else list(names.get("in", []))
+        known = [m for m in models if _gpus.by_name(m) is not None]
+        if known:
+            self.select(*known)
+        values = {
+            "min_gpu_ram": ops.get("gpu_ram", {}).get("gte"), "num_gpus": ops.get("num_gpus", {}).get("eq"),
+            "max_price": ops.get("dph_total", {}).get("lte"), "min_reliability": ops.get("reliability", {}).get("gte"),
+            "min_cpu_cores": ops.get("cpu_cores_effective", {}).get("gte"), "min_disk": ops.get("disk_space", {}).get("gte"),
+        }
+        if values["min_gpu_ram"] is not None:
+            values["min_gpu_ram"] = values["min_gpu_ram"] / _q.RAW_UNIT_FACTORS["gpu_ram"]  # MB in the query, GB here
+        chosen: dict[str, Any] = {k: v for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if chosen:
+            self.set(**chosen)
 
     # ------------------------------------------------------------------ programmatic use
     @property
@@ -281,16 +308,25 @@ class GpuPicker:
             q.extend(_q.disk_space >= self.min_disk.value)
         return q
 
+    def _rebuilt(self) -> _q.Query:
+        """The image's whole requirement once applied: its other conditions, then the picker's (no search defaults)."""
+        declared = getattr(self.image, "declared_requirement", None)
+        kept = declared.without(PICKER_COLUMNS) if declared is not None else _q.Query({})
+        defaults = _q.Query.search_defaults().query
+        kept = _q.Query({c: ops for c, ops in kept.query.items() if defaults.get(c) != ops})
+        return kept.extend(self.query)
+
     @property
     def code(self) -> str:
-        """The Python line this selection stands for; ``""`` when nothing is chosen (any GPU)."""
-        q = self.query
+        """The line to put in place of the notebook's ``image.require(...)``: the requirement rebuilt with this
+        selection (the image's conditions on other columns kept); ``""`` when it requires nothing (any GPU)."""
+        q = self._rebuilt()
         return f"{self.var}.require({q.to_source()})" if q.query else ""
 
     @property
     def imports(self) -> str:
         """The import line :attr:`code` needs (``from vastnb.query import gpu_name, gpu_ram, RTX_4090``)."""
-        q = self.query
+        q = self._rebuilt()
         if not q.query:
             return ""
         words = re.findall(r"\b[A-Za-z_][A-Za-z0-9_]*\b", q.to_source())
@@ -308,15 +344,16 @@ class GpuPicker:
         return [(gpu, q.mismatches(gpu.describe())) for gpu in self.local]
 
     def apply(self) -> str:
-        """Set this selection on the image, replacing what the picker applied before; returns what happened."""
+        """Set this selection on the image for this session, replacing its conditions on the picker's columns and
+        keeping the others; returns what happened (also shown under the button). Never raises: a refusal is shown."""
         q = self.query
         try:
-            said = self.image.set_picker_requirement(q if q.query else None)
-        except ConfigurationError as exc:
+            said = self.image.set_picker_requirement(q if q.query else None, PICKER_COLUMNS)
+        except Exception as exc:  # noqa: BLE001 - a button callback must not raise into the kernel
             self.status = f"Not applied: {exc}"
             self._status.value = h.root(f'<span style="color:{h.DANGER}">{h.esc(self.status)}</span>')
-            raise
-        what = self.code or "no GPU requirement from the picker (any GPU)"
+            return self.status
+        what = self.code or "no GPU requirement (any GPU)"
         self.status = f"Applied: {what}" + (f" — {said}" if said else "")
         self._status.value = h.root(f'<span style="color:{h.UP}">✓</span> {h.esc(self.status)}')
         self._render()
@@ -389,7 +426,7 @@ class GpuPicker:
             groups.setdefault(key, []).append(w)
         cheapest: dict[str, float] = {}
         for offer in self.offers or []:
-            name, dph = _field(offer, "gpu_name"), _field(offer, "dph_total")
+            name, dph = field_of(offer, "gpu_name"), field_of(offer, "dph_total")
             model = _gpus.by_name(str(name)) if name else None
             if model is not None and isinstance(dph, (int, float)):
                 cheapest[model.constant] = min(cheapest.get(model.constant, float("inf")), float(dph))
@@ -411,72 +448,7 @@ class GpuPicker:
 
     def to_html(self, *, include_title: bool = True) -> str:
         """The picker's outputs as HTML: code, query string, local GPUs, offers, price-performance."""
-        code = self.code
-        codebox = (
-            f'<pre style="font-family:{h.MONO};font-size:12px;line-height:1.5;margin:2px 0 0 0;padding:7px 10px;border-radius:4px;'
-            f'background:{h.rgba("#64748b", 0.09)};white-space:pre;overflow-x:auto">'
-            + (f'<span style="color:{h.FAINT}">{h.esc(self.imports)}</span>\n{h.esc(code)}' if code else f'<span style="color:{h.FAINT}"># any GPU: the picker adds no requirement</span>')
-            + "</pre>"
-        )
-        body = h.panel(codebox, title="Python", sub=True)
-        query = f'<code style="font-family:{h.MONO};font-size:12px">{h.esc(self.query_string)}</code>'
-        req = getattr(self.image, "requirement", None)
-        if req is not None:
-            try:
-                query += f'<div style="color:{h.FAINT};font-size:11.5px">{h.esc(self.var)} requires now: <code>{h.esc(req.unparse_query())}</code></div>'
-            except Exception:
-                pass
-        body += h.panel(query, title="Vast query", sub=True)
-        panels = [h.panel(self._local_html(), title="This machine", sub=True, min_width=340)]
-        if self.offers_provider is not None:
-            panels.append(h.panel(self._offers_html(), title="Vast offers", sub=True, min_width=280))
-        body += h.row(*panels)
-        measured = self.measured()
-        if measured:
-            top = max(r["per_dollar"] or 0.0 for r in measured) or 1.0
-            rows = [[
-                f"<b>{h.esc(r['model'])}</b>", h.fmt_count(r["workers"]), h.fmt_rate(r["perf"]),
-                h.fmt_money(r["price"]) if r["price"] is not None else f'<span style="color:{h.FAINT}">–</span>',
-                (f'<div style="display:flex;align-items:center;gap:6px">{svg.hbar(r["per_dollar"], top, h.STATE_COLORS["ready"], width=90, height=9)}'
-                 f'{h.fmt_per_dollar(r["perf"], r["price"])}</div>') if r["per_dollar"] else "",
-            ] for r in measured]
-            body += h.panel(h.table(["GPU model", "Workers", "Score", "$/hour", "Work per $"], rows, align="lrrrl"),
-                            title="Measured price · performance", sub=True, note="benchmark score; work per $ = score × 3600 ÷ $/hour")
-        if include_title:
-            body = '<div style="font-size:15px;font-weight:650">GPU picker</div>' + body
-        return h.root(body)
-
-    def _local_html(self) -> str:
-        if not self.local:
-            reason = self.local_reason or "no NVIDIA GPU found"
-            return f'<div style="color:{h.FAINT}">{h.esc(reason)}; workers here run on the CPU.</div>'
-        rows = []
-        for gpu, failed in self.local_matches():
-            mark = f'<span style="color:{h.UP};font-weight:700">✓</span>' if not failed else f'<span style="color:{h.DANGER};font-weight:700">✗</span>'
-            why = "matches" if not failed else "fails " + "; ".join(failed)
-            rows.append(
-                f'<div style="margin:1px 0">{mark} <b>GPU {gpu.index}</b> {h.esc(gpu.vast_name or gpu.name)} '
-                f'<span style="color:{h.FAINT}">{h.fmt_gb(gpu.memory_mb)}</span> '
-                f'<span style="color:{h.MUTED if not failed else h.DANGER}">— {h.esc(why)}</span></div>'
-            )
-        return "".join(rows)
-
-    def _offers_html(self) -> str:
-        if self._offers_for != self.query.unparse_query():
-            return f'<div style="color:{h.FAINT}">searching…</div>'
-        if self.offers_error:
-            return f'<div style="color:{h.DANGER}">search failed: {h.esc(self.offers_error)}</div>'
-        offers = self.offers or []
-        if not offers:
-            return f'<div style="color:{h.DANGER}">no offer matches: loosen the requirement</div>'
-        priced = [o for o in offers if isinstance(_field(o, "dph_total"), (int, float))]
-        best = min(priced, key=lambda o: _field(o, "dph_total")) if priced else None
-        text = f"<b>{len(offers):,}</b> matching offer{'s' if len(offers) != 1 else ''}"
-        if best is not None:
-            n = _field(best, "num_gpus")
-            text += (f' · cheapest <b>{h.fmt_money(_field(best, "dph_total"))}</b> '
-                     f'<span style="color:{h.FAINT}">({h.esc(_field(best, "gpu_name"))}{f" ×{n}" if n else ""})</span>')
-        return f"<div>{text}</div>"
+        return picker_html(self, include_title=include_title)
 
     # ------------------------------------------------------------------ display
     def to_text(self) -> str:
