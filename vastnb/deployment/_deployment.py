@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any, Callable, TypeVar
 
 from ..backends import BACKENDS, Backend, CallRequest, CellRequest, OutputSink, create_backend
-from ..errors import ConfigurationError, DeploymentShutDown
+from ..errors import ConfigurationError, DeploymentShutDown, NotOnWorker
 from ..events import AutoscalerSnapshot, DeploymentSnapshot
 from ..spec import DEFAULT_BENCHMARK_RUNS, DEFAULT_MAX_QUEUE_TIME, DEFAULT_RETRIES, DEFAULT_TIMEOUT, DeploymentSpec, FunctionSpec
 from . import _session
@@ -207,7 +207,7 @@ class Deployment:
                 f"get_context({name}): {name} is not a registered context of deployment {self.name!r} "
                 f"(registered: {known}). Decorate it with @app.context()."
             )
-        raise RuntimeError(
+        raise NotOnWorker(
             f"get_context({name}) returns the context entered on a worker; call it inside a remote function "
             "(or a %%vast_run cell), not in the notebook itself."
         )
