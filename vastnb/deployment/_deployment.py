@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import enum
+import sys
 import threading
 from collections.abc import Sequence
 from typing import Any, Callable, TypeVar
@@ -25,7 +26,8 @@ from ..errors import ConfigurationError, DeploymentShutDown, NotOnWorker
 from ..events import AutoscalerSnapshot, DeploymentSnapshot
 from ..spec import DEFAULT_BENCHMARK_RUNS, DEFAULT_MAX_QUEUE_TIME, DEFAULT_RETRIES, DEFAULT_TIMEOUT, DeploymentSpec, FunctionSpec
 from . import _session
-from ._capture import build_spec, check_get_context
+from ._capture import build_spec, check_benchmark, check_get_context
+from ._clients import SdkClient
 from ._image import Image
 from ._remote import RemoteFunction, RemoteOptions, validate_remote
 from ._views import progress, views
@@ -89,7 +91,7 @@ class Deployment:
         else:
             raise ConfigurationError(
                 f"`backend` must be one of {', '.join(map(repr, BACKENDS))} or a Backend instance. Instead got {backend!r}.")
-        self.name = name or _session.default_name()
+        self.name = name or _session.default_name(*_session.calling_module())
         self.tag = tag
         self.version_label = version_label
         self.ttl = ttl
@@ -104,6 +106,8 @@ class Deployment:
         self._stale = True
         self._registered_since_sync = False
         self._dashboard: Any = None
+        self._clients: dict[str, SdkClient] = {}
+        self._benchmark_noted = False
         _session.watch_notebook(self)
 
     @property
@@ -115,6 +119,16 @@ class Deployment:
     def events(self) -> Any:
         """The :class:`~vastnb.events.EventBus` every state change is published on."""
         return self._backend.events
+
+    @property
+    def client(self) -> SdkClient:
+        """The official SDK's ``app.client``: ``await app.client.close()`` ends its client scripts (see _clients)."""
+        return self._clients.setdefault("client", SdkClient(self, "client"))
+
+    @property
+    def async_client(self) -> SdkClient:
+        """The official SDK's ``app.async_client``, with the same ``await ....close()``."""
+        return self._clients.setdefault("async_client", SdkClient(self, "async_client"))
 
     # ================================================================== declaring
     def image(self, from_image: str, storage: float = 50, **docker_login: str) -> Image:
@@ -322,6 +336,7 @@ class Deployment:
                 return
             self._check_declarations()
             spec = self._capture()
+            self._check_benchmark(spec)
             self._backend.start(spec)
             self._state = DeploymentState.RUNNING
             _session.register_atexit(self)
@@ -346,6 +361,13 @@ class Deployment:
     def _check_declarations(self) -> None:
         """Checks that need the whole notebook: e.g. get_context of a class that was never registered."""
         check_get_context(self.name, [(rf.name, rf._fn) for rf in self._functions.values()], self._contexts)
+
+    def _check_benchmark(self, spec: DeploymentSpec) -> None:
+        """A backend that requires a benchmark (Vast) refuses a spec without one; locally, a one-line notice."""
+        notice = check_benchmark(spec, required=self._backend.requires_benchmark)
+        if notice is not None and not self._benchmark_noted:
+            self._benchmark_noted = True
+            print(f"vastnb: {notice}", file=sys.stderr)
 
     def _capture(self) -> DeploymentSpec:
         """Capture every function and context by value into a new spec."""
@@ -374,6 +396,7 @@ class Deployment:
         before = self._spec
         spec = self._capture()
         if before is None or spec.code_version != before.code_version or spec.autoscaling != before.autoscaling:
+            self._check_benchmark(spec)
             fut = self._backend.update(spec)
             if wait:
                 fut.result()
