@@ -216,8 +216,13 @@ def test_a_running_script_or_a_notebook_names_the_deployment_after_itself(tmp_pa
     try:
         ip.run_cell("_nameless = vastnb.Deployment()", store_history=False)
         assert ip.user_ns["_nameless"].name == "analysis"
+        ip.user_ns["__session__"] = "/home/me/report.ipynb"  # what ipykernel sets in a notebook's namespace
+        ip.run_cell("_nameless = vastnb.Deployment()", store_history=False)
+        assert ip.user_ns["_nameless"].name == "report"
     finally:
         del os.environ["JPY_SESSION_NAME"]
+        ip.user_ns.pop("__session__", None)
+        ip.user_ns.pop("_nameless", None)
     here = vastnb.Deployment()  # a module of a package: its dotted name, as the SDK's root_module
     assert here.name == __name__ == "tests.test_sdk_dropin"
 

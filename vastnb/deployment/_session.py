@@ -60,7 +60,8 @@ def default_name(module: str | None = None, module_file: str | None = None) -> s
 
 def calling_module(skip: int = 1) -> tuple[str | None, str | None]:
     """``(__name__, __file__)`` of the code that called into vastnb (vastnb's own frames and IPython's are
-    passed over); ``(None, None)`` for a notebook cell (IPython's machinery only, no module of the user's)."""
+    passed over); a notebook cell's ``__file__`` is the notebook's path when the kernel was told it
+    (``__session__``), else None."""
     frame = sys._getframe(skip + 1)
     while frame is not None:
         g = frame.f_globals
@@ -68,8 +69,8 @@ def calling_module(skip: int = 1) -> tuple[str | None, str | None]:
         if not isinstance(name, str) or name == "vastnb" or name.startswith(("vastnb.", "IPython.", "ipykernel.")):
             frame = frame.f_back  # type: ignore[assignment]
             continue
-        file = g.get("__file__")
-        return name, file if isinstance(file, str) else None
+        file = g.get("__file__") or (g.get("__session__") if name == "__main__" else None)  # a notebook's path
+        return name, file if isinstance(file, str) and file else None
     return None, None
 
 
