@@ -340,3 +340,39 @@ def test_backend_vast_refuses_no_benchmark_before_anything_is_sent() -> None:
                 "--benchmark-dataset '[{...}]'.")
         assert app.state == "declared" and standin.requests == []
         app.shutdown()
+
+
+def test_dropping_the_benchmark_of_a_running_deployment_is_refused_where_one_is_required() -> None:
+    """The check runs on every update too: the workers keep the code they run, and nothing is sent."""
+    from vastnb.backends.local import LocalBackend
+
+    backend = LocalBackend()
+    backend.requires_benchmark = True  # a real local backend, declaring Vast's requirement
+    app = vastnb.Deployment("keeps-its-benchmark", backend=backend)
+    app.configure_autoscaling(cold_workers=1, max_workers=1)
+
+    @app.remote(benchmark_dataset=[{"x": 1}])
+    async def f(x):
+        return ("v1", x)
+
+    try:
+        assert f.call(2) == ("v1", 2)
+        code_version = app.snapshot().code_version
+
+        @app.remote()  # type: ignore[no-redef]  # the cell edited: its benchmark is gone
+        async def f(x):
+            return ("v2", x)
+
+        for _ in range(2):
+            with pytest.raises(ConfigurationError) as info:
+                f.call(3)
+            assert str(info.value).startswith("deployment 'keeps-its-benchmark' has no benchmark (remote functions: f)")
+        assert app.snapshot().code_version == code_version
+
+        @app.remote(benchmark_dataset=[{"x": 1}])  # type: ignore[no-redef]
+        async def f(x):
+            return ("v3", x)
+
+        assert f.call(4) == ("v3", 4)
+    finally:
+        app.shutdown()

@@ -10,18 +10,15 @@ names, same awaitable ``close()``, nothing to close.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from ._deployment import Deployment
-
-__all__ = ["SdkClient"]
+__all__ = ["SdkClient", "SdkClients"]
 
 
 class SdkClient:
     """What ``app.client`` / ``app.async_client`` are here: ``await close()`` (and ``async with``) as in the SDK."""
 
-    def __init__(self, app: Deployment, attribute: str) -> None:
+    def __init__(self, app: Any, attribute: str) -> None:
         self._app_name = app.name
         self._backend = app.backend
         self._attribute = attribute
@@ -42,3 +39,23 @@ class SdkClient:
         state = "closed" if self.closed else "open"
         return (f"<vastnb app.{self._attribute} of deployment {self._app_name!r} ({self._backend} backend, "
                 f"{state}): the official SDK's handle; its connections are the backend's>")
+
+
+class SdkClients:
+    """``Deployment.client`` and ``Deployment.async_client``: one handle each, made on first use."""
+
+    @property
+    def client(self) -> SdkClient:
+        """The official SDK's ``app.client``: ``await app.client.close()`` ends its example client scripts."""
+        return self._sdk_client("client")
+
+    @property
+    def async_client(self) -> SdkClient:
+        """The official SDK's ``app.async_client``, with the same ``await app.async_client.close()``."""
+        return self._sdk_client("async_client")
+
+    def _sdk_client(self, attribute: str) -> SdkClient:
+        handles: dict[str, SdkClient] = self.__dict__.setdefault("_sdk_clients", {})
+        if attribute not in handles:
+            handles[attribute] = SdkClient(self, attribute)
+        return handles[attribute]

@@ -27,7 +27,7 @@ from ..events import AutoscalerSnapshot, DeploymentSnapshot
 from ..spec import DEFAULT_BENCHMARK_RUNS, DEFAULT_MAX_QUEUE_TIME, DEFAULT_RETRIES, DEFAULT_TIMEOUT, DeploymentSpec, FunctionSpec
 from . import _session
 from ._capture import build_spec, check_benchmark, check_get_context
-from ._clients import SdkClient
+from ._clients import SdkClients
 from ._image import Image
 from ._remote import RemoteFunction, RemoteOptions, validate_remote
 from ._views import progress, views
@@ -43,7 +43,7 @@ class DeploymentState(str, enum.Enum):
     SHUT_DOWN = "shut down"
 
 
-class Deployment:
+class Deployment(SdkClients):
     """A Vast Deployment you can run from a notebook.
 
     ``backend="local"`` (the default) runs workers as processes on this machine;
@@ -106,7 +106,6 @@ class Deployment:
         self._stale = True
         self._registered_since_sync = False
         self._dashboard: Any = None
-        self._clients: dict[str, SdkClient] = {}
         self._benchmark_noted = False
         _session.watch_notebook(self)
 
@@ -119,16 +118,6 @@ class Deployment:
     def events(self) -> Any:
         """The :class:`~vastnb.events.EventBus` every state change is published on."""
         return self._backend.events
-
-    @property
-    def client(self) -> SdkClient:
-        """The official SDK's ``app.client``: ``await app.client.close()`` ends its client scripts (see _clients)."""
-        return self._clients.setdefault("client", SdkClient(self, "client"))
-
-    @property
-    def async_client(self) -> SdkClient:
-        """The official SDK's ``app.async_client``, with the same ``await ....close()``."""
-        return self._clients.setdefault("async_client", SdkClient(self, "async_client"))
 
     # ================================================================== declaring
     def image(self, from_image: str, storage: float = 50, **docker_login: str) -> Image:
@@ -396,7 +385,11 @@ class Deployment:
         before = self._spec
         spec = self._capture()
         if before is None or spec.code_version != before.code_version or spec.autoscaling != before.autoscaling:
-            self._check_benchmark(spec)
+            try:
+                self._check_benchmark(spec)
+            except ConfigurationError:
+                self._spec, self._stale = before, True  # the workers keep what they run
+                raise
             fut = self._backend.update(spec)
             if wait:
                 fut.result()
