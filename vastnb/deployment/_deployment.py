@@ -51,7 +51,8 @@ class Deployment(SdkClients):
     :class:`~vastnb.backends.Backend` instance (e.g. ``VastBackend(ready_timeout=...)``)
     brings its own options. The constructor and methods take the same names and
     defaults as ``vastai.Deployment``; ``workers_per_gpu`` and ``health_check_timeout``
-    are the local backend's.
+    are the local backend's. Without a ``name`` it is named, as in the SDK, after the module
+    that creates it (``deploy.py`` -> ``"deploy"``; a notebook or script: its file name).
     """
 
     def __init__(
