@@ -45,7 +45,8 @@ def test_dataset_and_generator_exclusive(app):
         @app.remote(benchmark_dataset=[{"x": 1}], benchmark_generator=lambda: {"x": 1})
         async def square(x):
             return x
-    assert _msg(e) == "remote function `square` has both benchmark_dataset and benchmark_generator; give one of them."
+    assert _msg(e) == ("remote function `square` has both benchmark_dataset and benchmark_generator; give one of "
+                       "them (the official SDK would silently use benchmark_dataset and ignore benchmark_generator).")
 
 
 @pytest.mark.parametrize("runs", [0, -3, 2.5, True])

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from tests.official_worker import OfficialWorker
-from vastnb.export import client_mode_config, export_notebook
+from tests.test_export import NO_BENCHMARK, with_benchmark
+from vastnb.export import client_mode_config, export_cells, export_notebook
 
 from ._local_reference import LocalReference
 
@@ -206,10 +207,18 @@ def test_client_mode_sends_what_the_notebook_declared(name):
     assert sent["root_module"] == "deploy"
 
 
+def _export(path: str) -> Any:
+    """The notebook's export; one that explores without a benchmark gets the one its refusal asks for."""
+    name = os.path.splitext(os.path.basename(path))[0]
+    if name in NO_BENCHMARK:
+        return export_cells(with_benchmark(name), name=name)
+    return export_notebook(path)
+
+
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(GIVEN, "*.ipynb"))) + [
     os.path.join(TEST_NOTEBOOKS, "wire.ipynb")], ids=os.path.basename)
 def test_every_export_imports_in_client_mode(path):
-    result = export_notebook(path)
+    result = _export(path)
     sent = client_mode_config(result.module_source)
     assert sent["config"]["name"] == result.name == sent["tarball_config"]["name"]
 
@@ -218,8 +227,6 @@ def test_every_export_imports_in_client_mode(path):
 @pytest.mark.parametrize("name, warned, logged", [
     ("contexts_and_hot_reload", "context Counter uses vastnb.worker_namespace",
      "Lifecycle startup failed: name 'vastnb' is not defined"),
-    ("shared_runtime", "no remote function declares a benchmark (lookup)",
-     "Missing EndpointHandler with BenchmarkConfig"),
     ("wire", "f(flag): benchmark_dataset[0] value True is a bool",
      "TypeError: Object of type <class 'bool'> is not JSON serializable!"),
 ])
@@ -228,9 +235,22 @@ def test_what_the_export_warns_about_breaks_the_official_worker(name, warned, lo
     (torch_inference fails like contexts_and_hot_reload; left out because importing torch is slow.)"""
     from tests.official_worker import OfficialWorkerError
 
-    result = export_notebook(_path(name))
+    result = _export(_path(name))
     assert any(str(w).startswith(warned) for w in result.warnings)
     assert result.name is not None
     with pytest.raises(OfficialWorkerError) as exc:
         OfficialWorker(result.module_source, result.name, startup_timeout=60).start()
     assert logged in str(exc.value)
+
+
+def test_what_the_export_refuses_the_official_worker_refuses():
+    """A deployment without a benchmark: the export refuses it (tests/test_export.py), because this happens."""
+    from tests.official_worker import OfficialWorkerError
+
+    result = _export(_path("shared_runtime"))
+    benchmarked = '@app.remote(benchmark_dataset=[{"i": 0}])\nasync def lookup(i):'
+    assert benchmarked in result.module_source and result.name == "shared"
+    source = result.module_source.replace(benchmarked, "@app.remote()\nasync def lookup(i):")
+    with pytest.raises(OfficialWorkerError) as exc:
+        OfficialWorker(source, result.name, startup_timeout=60).start()
+    assert "Missing EndpointHandler with BenchmarkConfig" in str(exc.value)

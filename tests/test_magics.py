@@ -813,11 +813,12 @@ def test_vast_export_prefers_the_notebook_file(ip: Any, tmp_path: Any, monkeypat
 
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell("%load_ext vastnb\n%vast_deployment from-file"),
-                nbformat.v4.new_code_cell("%%vast_remote\nasync def cube(x):\n    return x ** 3")]
+                nbformat.v4.new_code_cell("%%vast_remote --benchmark-dataset '[{\"x\": 2}]'\n"
+                                                "async def cube(x):\n    return x ** 3")]
     path = tmp_path / "saved.ipynb"
     nbformat.write(nb, path)
     monkeypatch.setitem(ip.user_ns, "__session__", str(path))
     ip.run_line_magic("vast_deployment", "demo")
     capsys.readouterr()
     ip.run_line_magic("vast_export", "--check")
-    assert capsys.readouterr().out.splitlines()[0] == 'deployment "from-file": functions cube; contexts none'
+    assert capsys.readouterr().out.splitlines()[0] == 'deployment "from-file": functions cube [benchmark]; contexts none'

@@ -287,8 +287,80 @@ def test_to_vast_and_from_vast():
     official.query["gpu_name"]["in"].append(RTX_3090)
     assert query.query["gpu_name"]["in"] == [RTX_4090]
     assert official.unparse_query() == "verified=true rentable=true rented=false gpu_name in RTX_4090,RTX_3090 gpu_ram>=24"
-    back = Query.from_vast(vq.gpu_ram >= 24000)
-    assert back.query == (gpu_ram >= 24).query
+    assert Query.from_vast(official).query == official.query  # made by to_vast(): raw units already, kept
+    assert Query.from_vast(official).query is not official.query
+
+
+# ----------------------------------------------------------------------------- the official SDK's own Query objects
+@pytest.mark.parametrize("official, ours", [
+    (vq.gpu_ram >= 48, gpu_ram >= 48),  # the docs: "Require minimum GPU RAM (in GB)"
+    (vq.gpu_name.in_([vq.RTX_4090, vq.RTX_5090]), gpu_name.in_([RTX_4090, q.RTX_5090])),
+    (vq.gpu_name == vq.H100_SXM, gpu_name == H100_SXM),
+    (vq.cpu_cores >= 16, cpu_cores >= 16),
+    (vq.cpu_ram > 15.5, cpu_ram > 15.5),
+    (vq.duration >= 0.7, duration >= 0.7),
+    (vq.dph_total < 2.0, dph_total < 2.0),
+    (vq.gpu_name.notin_((vq.RTX_3090,)), gpu_name.notin_([RTX_3090])),
+    (vq.Query.search_defaults(rented=None), Query.search_defaults(rented=None)),
+])
+def test_an_official_query_means_what_the_same_vastnb_query_means(official, ours):
+    assert Query.from_vast(official).query == ours.query
+    assert Query.coerce(official).unparse_query() == ours.unparse_query()
+
+
+def test_the_docs_gpu_ram_is_gb_not_what_the_official_column_sends():
+    official = vq.gpu_ram >= 48
+    assert official.unparse_query() == "gpu_ram>=0.048"  # the SDK's own string: 48 MB
+    converted = Query.from_vast(official)
+    assert converted.query == {"gpu_ram": {"gte": 48_000}} and converted.unparse_query() == "gpu_ram>=48"
+    assert converted.to_vast().unparse_query() == "gpu_ram>=48"  # what the Vast backend then sends
+
+
+@pytest.mark.parametrize("official, message", [
+    (vq.gpu_ram.in_([24, 48]), "gpu_ram.in_([24, 48]): Vast cannot match gpu_ram against a list (its parser "
+                               "scales gpu_ram to MB one number at a time). Use gpu_ram >= low, gpu_ram <= high instead."),
+    (vq.gpu_name.in_([]), "gpu_name.in_([]): the list is empty; Vast refuses a blank value. Give at least one value."),
+    (vq.gpu_name == [vq.RTX_4090], "gpu_name=['RTX 4090']: a requirement's value must be a bool, a number, a "
+                                   "string or None; got list."),
+    (vq.gpu_ram >= "48", "gpu_ram>='48': gpu_ram takes a finite number (GB); got '48'."),
+    (vq.Query({"gpu_ram": {"approx": 48}}), "Query(...): unknown op 'approx' for column 'gpu_ram'; use one of "
+                                            "eq, neq, gt, gte, lt, lte, in, notin."),
+])
+def test_an_official_query_gets_vastnbs_checks(official, message):
+    with pytest.raises(ConfigurationError) as info:
+        Query.from_vast(official)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize("value, shown", [
+    (vq.gpu_ram, "vastai.data.query.Column('gpu_ram'). A column alone is no requirement: compare it, e.g. "
+                 "`gpu_ram == ...` or `gpu_ram >= ...`."),
+    (gpu_ram, "Column('gpu_ram'). A column alone is no requirement: compare it, e.g. `gpu_ram == ...` or "
+              "`gpu_ram >= ...`."),
+    ("gpu_ram >= 48", "'gpu_ram >= 48'."),
+])
+def test_coerce_refuses_what_is_not_a_filter(value, shown):
+    with pytest.raises(ConfigurationError) as info:
+        Query.coerce(value)
+    assert str(info.value) == ("require() takes GPU filters such as `gpu_ram >= 16` or `gpu_name == RTX_4090` (from "
+                               f"vastnb.query or vastai.data.query). Instead got {shown}")
+
+
+def test_image_require_takes_the_docs_official_queries():
+    import vastnb
+
+    app = vastnb.Deployment("official-queries")
+    image = app.image("vastai/base-image:@vastai-automatic-tag", 16)
+    image.require(vq.gpu_name.in_([vq.RTX_4090, vq.RTX_5090]))
+    image.require(vq.gpu_ram >= 24, vq.cpu_cores >= 16)
+    assert image.requirement.unparse_query() == (
+        "verified=true rentable=true rented=false gpu_name in RTX_4090,RTX_5090 gpu_ram>=24 cpu_cores>=16")
+    assert image.requirement.query == Query.search_defaults().extend(gpu_name.in_([RTX_4090, q.RTX_5090])).extend(
+        gpu_ram >= 24).extend(cpu_cores >= 16).query
+    with pytest.raises(ConfigurationError) as info:
+        image.require(vq.gpu_ram >= 48)  # the same column and op twice, as with vastnb's own
+    assert str(info.value).startswith("Cannot redefine op 'gte' for column 'gpu_ram': the query already requires "
+                                      "gpu_ram>=24, and the new requirement is gpu_ram>=48.")
 
 
 def test_to_vast_without_the_sdk(monkeypatch):

@@ -645,7 +645,7 @@ def test_private_registry_login_goes_with_the_deployment(standin: VastStandIn) -
     app.image("registry.example.com/me/model:1", storage=16, docker_login_user="me", docker_login_pass="s3cret",
               docker_login_repo="registry.example.com")
 
-    @app.remote()
+    @app.remote(benchmark_dataset=[{}])
     async def f():  # type: ignore[no-untyped-def]
         return 1
 
@@ -662,7 +662,7 @@ def test_private_registry_login_goes_with_the_deployment(standin: VastStandIn) -
 def test_a_call_with_no_ready_worker_ends_at_its_deadline(standin: VastStandIn) -> None:
     app = vast_app(standin, "idle")  # no worker is ever started for it
 
-    @app.remote(timeout=2.0)
+    @app.remote(timeout=2.0, benchmark_dataset=[{}])
     async def f():  # type: ignore[no-untyped-def]
         return 1
 
@@ -688,7 +688,7 @@ def test_worker_5xx_is_not_retried_forever(standin: VastStandIn) -> None:
     standin.route_override = lambda body: (standin.signed_route(broken, body["endpoint"])
                                            if body["endpoint"] == "broken" else None)
 
-    @app.remote(retries=0, timeout=30)
+    @app.remote(retries=0, timeout=30, benchmark_dataset=[{}])
     async def once():  # type: ignore[no-untyped-def]
         return 1
 
@@ -739,7 +739,7 @@ def test_secrets_never_show(standin: VastStandIn, launcher: WorkerLauncher, caps
     standin.route_override = lambda body: (standin.signed_route(looping, body["endpoint"])
                                            if body["endpoint"] == "secretive" else None)
 
-    @app.remote(timeout=2.0)
+    @app.remote(timeout=2.0, benchmark_dataset=[{}])
     async def f():  # type: ignore[no-untyped-def]
         return 1
 
@@ -860,6 +860,9 @@ def test_teardown_failure_is_loud(standin: VastStandIn) -> None:
 
 
 # =========================================================================== configuration errors
+async def _no_arguments():  # type: ignore[no-untyped-def]  # a deployment on Vast needs a benchmarked function
+    return 1
+
 
 
 def test_missing_api_key_is_explained(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
@@ -868,6 +871,7 @@ def test_missing_api_key_is_explained(monkeypatch: pytest.MonkeyPatch, tmp_path:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     app = vastnb.Deployment("nokey", backend="vast")
     app.image(IMAGE, storage=16)
+    app.remote(benchmark_dataset=[{}])(_no_arguments)
     with pytest.raises(ConfigurationError) as info:
         app.ensure_ready()
     assert app.state == "declared"  # refused before anything started
@@ -880,6 +884,7 @@ def test_missing_api_key_is_explained(monkeypatch: pytest.MonkeyPatch, tmp_path:
 def test_key_from_environment_and_image_required(standin: VastStandIn, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VAST_API_KEY", standin.api_key)
     app = vastnb.Deployment("envkey", backend="vast")
+    app.remote(benchmark_dataset=[{}])(_no_arguments)
     with pytest.raises(ConfigurationError, match=r"^deployment 'envkey' has no image; backend='vast' needs one, e\.g\. "
                                                  r"app\.image\('vastai/pytorch:@vastai-automatic-tag', storage=16\)\.$"):
         app.ensure_ready()

@@ -14,6 +14,7 @@ __all__ = [
     "ContextNotFound",
     "DeploymentShutDown",
     "NoMatchingGpu",
+    "NotOnWorker",
     "NotSupportedByBackend",
     "QueueTimeout",
     "RemoteError",
@@ -52,6 +53,12 @@ class NoMatchingGpu(ConfigurationError):
 
 class ContextNotFound(VastnbError, LookupError):
     """``get_context(cls)`` names a class that is not a registered context."""
+
+
+class NotOnWorker(VastnbError, NotImplementedError):
+    """Something only remote code on a worker can do (``app.get_context``) was called in the notebook.
+
+    A ``NotImplementedError``, as the official SDK raises there, and so also a ``RuntimeError``."""
 
 
 class DeploymentShutDown(VastnbError, RuntimeError):

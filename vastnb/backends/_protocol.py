@@ -56,6 +56,10 @@ class Backend(Protocol):
 
     name: str
     events: EventBus
+    #: Whether workers refuse to start without a benchmark (Vast's do: "Missing EndpointHandler with
+    #: BenchmarkConfig"). A ``Deployment`` then refuses a spec without one before :meth:`start`/:meth:`update`;
+    #: with False it only notes that Vast will require one.
+    requires_benchmark: bool
 
     def start(self, spec: DeploymentSpec) -> None:
         """Begin bringing up workers for ``spec`` (non-blocking). Raises before anything starts on bad settings."""

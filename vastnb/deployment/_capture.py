@@ -34,6 +34,7 @@ from ..wire import dumps_code
 __all__ = [
     "build_spec",
     "capture",
+    "check_benchmark",
     "check_get_context",
     "code_filenames",
     "context_identity",
@@ -260,6 +261,28 @@ def check_get_context(deployment: str, functions: list[tuple[str, Any]], context
                     f"context of deployment {deployment!r} (registered: {known}). Decorate the class with "
                     "@app.context() (or define it in a %%vast_context cell)."
                 )
+
+
+def check_benchmark(spec: DeploymentSpec, *, required: bool) -> str | None:
+    """A spec without a benchmark: ConfigurationError when ``required`` (on Vast), else the one-line notice to
+    show (None when the spec has a benchmark).
+
+    The official docs say at least one remote function must define a benchmark: Vast's autoscaler sizes the
+    deployment by the perf score it measures, and the official worker stops at start-up without one ("Missing
+    EndpointHandler with BenchmarkConfig"). Locally nothing needs it, so there it is only a notice."""
+    if spec.benchmark is not None:
+        return None
+    names = ", ".join(spec.functions) or "none"
+    how = ("@app.remote(benchmark_dataset=[{...}]) (or benchmark_generator=...), or in a notebook "
+           "%%vast_remote --benchmark-dataset '[{...}]'")
+    if required:
+        raise ConfigurationError(
+            f"deployment {spec.name!r} has no benchmark (remote functions: {names}); Vast sizes a deployment by "
+            f"the perf score its benchmark measures, and the official SDK requires one (its worker refuses to "
+            f"start without it); nothing was sent to Vast. Give one remote function a benchmark: {how}."
+        )
+    return (f"deployment {spec.name!r} has no benchmark: fine on this machine, but Vast will require one "
+            f"(give one remote function benchmark_dataset=[{{...}}] or benchmark_generator=...).")
 
 
 def build_spec(*, name: str, tag: str, version_label: str | None, ttl: float | None,

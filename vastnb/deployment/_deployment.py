@@ -16,16 +16,18 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import enum
+import sys
 import threading
 from collections.abc import Sequence
 from typing import Any, Callable, TypeVar
 
 from ..backends import BACKENDS, Backend, CallRequest, CellRequest, OutputSink, create_backend
-from ..errors import ConfigurationError, DeploymentShutDown
+from ..errors import ConfigurationError, DeploymentShutDown, NotOnWorker
 from ..events import AutoscalerSnapshot, DeploymentSnapshot
 from ..spec import DEFAULT_BENCHMARK_RUNS, DEFAULT_MAX_QUEUE_TIME, DEFAULT_RETRIES, DEFAULT_TIMEOUT, DeploymentSpec, FunctionSpec
 from . import _session
-from ._capture import build_spec, check_get_context
+from ._capture import build_spec, check_benchmark, check_get_context
+from ._clients import SdkClients
 from ._image import Image
 from ._remote import RemoteFunction, RemoteOptions, validate_remote
 from ._views import progress, views
@@ -41,7 +43,7 @@ class DeploymentState(str, enum.Enum):
     SHUT_DOWN = "shut down"
 
 
-class Deployment:
+class Deployment(SdkClients):
     """A Vast Deployment you can run from a notebook.
 
     ``backend="local"`` (the default) runs workers as processes on this machine;
@@ -49,7 +51,8 @@ class Deployment:
     :class:`~vastnb.backends.Backend` instance (e.g. ``VastBackend(ready_timeout=...)``)
     brings its own options. The constructor and methods take the same names and
     defaults as ``vastai.Deployment``; ``workers_per_gpu`` and ``health_check_timeout``
-    are the local backend's.
+    are the local backend's. Without a ``name`` it is named, as in the SDK, after the module
+    that creates it (``deploy.py`` -> ``"deploy"``; a notebook or script: its file name).
     """
 
     def __init__(
@@ -89,7 +92,7 @@ class Deployment:
         else:
             raise ConfigurationError(
                 f"`backend` must be one of {', '.join(map(repr, BACKENDS))} or a Backend instance. Instead got {backend!r}.")
-        self.name = name or _session.default_name()
+        self.name = name or _session.default_name(*_session.calling_module())
         self.tag = tag
         self.version_label = version_label
         self.ttl = ttl
@@ -104,6 +107,7 @@ class Deployment:
         self._stale = True
         self._registered_since_sync = False
         self._dashboard: Any = None
+        self._benchmark_noted = False
         _session.watch_notebook(self)
 
     @property
@@ -207,7 +211,7 @@ class Deployment:
                 f"get_context({name}): {name} is not a registered context of deployment {self.name!r} "
                 f"(registered: {known}). Decorate it with @app.context()."
             )
-        raise RuntimeError(
+        raise NotOnWorker(
             f"get_context({name}) returns the context entered on a worker; call it inside a remote function "
             "(or a %%vast_run cell), not in the notebook itself."
         )
@@ -322,6 +326,7 @@ class Deployment:
                 return
             self._check_declarations()
             spec = self._capture()
+            self._check_benchmark(spec)
             self._backend.start(spec)
             self._state = DeploymentState.RUNNING
             _session.register_atexit(self)
@@ -346,6 +351,13 @@ class Deployment:
     def _check_declarations(self) -> None:
         """Checks that need the whole notebook: e.g. get_context of a class that was never registered."""
         check_get_context(self.name, [(rf.name, rf._fn) for rf in self._functions.values()], self._contexts)
+
+    def _check_benchmark(self, spec: DeploymentSpec) -> None:
+        """A backend that requires a benchmark (Vast) refuses a spec without one; locally, a one-line notice."""
+        notice = check_benchmark(spec, required=self._backend.requires_benchmark)
+        if notice is not None and not self._benchmark_noted:
+            self._benchmark_noted = True
+            print(f"vastnb: {notice}", file=sys.stderr)
 
     def _capture(self) -> DeploymentSpec:
         """Capture every function and context by value into a new spec."""
@@ -374,6 +386,11 @@ class Deployment:
         before = self._spec
         spec = self._capture()
         if before is None or spec.code_version != before.code_version or spec.autoscaling != before.autoscaling:
+            try:
+                self._check_benchmark(spec)
+            except ConfigurationError:
+                self._spec, self._stale = before, True  # the workers keep what they run
+                raise
             fut = self._backend.update(spec)
             if wait:
                 fut.result()

@@ -90,14 +90,11 @@ class Image:
         return self
 
     def require(self, *queries: Any) -> "Image":
+        """Add GPU/offer requirements: filters from ``vastnb.query`` or the official ``vastai.data.query``, both
+        read in the units Vast's docs give (``gpu_ram >= 48`` is 48 GB; see ``vastnb.query.Query.from_vast``)."""
         from ..query import Query
 
-        for q in queries:
-            if not isinstance(q, Query):
-                raise ConfigurationError(
-                    f"require() takes GPU filters such as `gpu_ram >= 16` or `gpu_name == RTX_4090` "
-                    f"(from vastnb.query). Instead got {q!r}."
-                )
+        for q in [Query.coerce(q) for q in queries]:  # the official SDK's Query too, in the documented units
             self._requires.extend(q)
         self._changed("requirement")
         return self

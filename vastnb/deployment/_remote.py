@@ -70,7 +70,8 @@ def validate_remote(fn: Any, opts: RemoteOptions) -> None:
         )
     if opts.benchmark_dataset is not None and opts.benchmark_generator is not None:
         raise ConfigurationError(
-            f"remote function `{name}` has both benchmark_dataset and benchmark_generator; give one of them."
+            f"remote function `{name}` has both benchmark_dataset and benchmark_generator; give one of them (the "
+            "official SDK would silently use benchmark_dataset and ignore benchmark_generator)."
         )
     runs = opts.benchmark_runs
     if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:

@@ -17,7 +17,7 @@ from ._views import progress
 if TYPE_CHECKING:
     from ._deployment import Deployment
 
-__all__ = ["default_name", "follow_ready", "get_context_names", "register_atexit", "watch_notebook"]
+__all__ = ["calling_module", "default_name", "follow_ready", "get_context_names", "register_atexit", "watch_notebook"]
 
 _LIVE: "weakref.WeakSet[Deployment]" = weakref.WeakSet()
 
@@ -37,17 +37,41 @@ def get_context_names(fn: Any) -> list[str]:
     return out
 
 
-def default_name() -> str:
+def default_name(module: str | None = None, module_file: str | None = None) -> str:
+    """A deployment's name when none is given: the module that called ``Deployment()``, as the official SDK names it.
+
+    ``deploy.py`` imported by ``client.py`` is ``"deploy"`` (whichever script runs), a module of a package its
+    dotted name. In a notebook (or the running script, ``__main__``) it is the notebook's (script's) file name,
+    and ``"notebook"`` when the kernel does not know it.
+    """
+    if module and module != "__main__":
+        return module
     session = os.environ.get("JPY_SESSION_NAME")
-    if session:
+    if session and not module_file:
         base = os.path.splitext(os.path.basename(session))[0]
         if base:
             return base
-    main = sys.modules.get("__main__")
-    path = getattr(main, "__file__", None)
-    if path:
-        return os.path.splitext(os.path.basename(path))[0]
+    if module_file is None and module is None:
+        module_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    if module_file:
+        return os.path.splitext(os.path.basename(module_file))[0]
     return "notebook"
+
+
+def calling_module(skip: int = 1) -> tuple[str | None, str | None]:
+    """``(__name__, __file__)`` of the code that called into vastnb (vastnb's own frames and IPython's are
+    passed over); a notebook cell's ``__file__`` is the notebook's path when the kernel was told it
+    (``__session__``), else None."""
+    frame = sys._getframe(skip + 1)
+    while frame is not None:
+        g = frame.f_globals
+        name = g.get("__name__")
+        if not isinstance(name, str) or name == "vastnb" or name.startswith(("vastnb.", "IPython.", "ipykernel.")):
+            frame = frame.f_back  # type: ignore[assignment]
+            continue
+        file = g.get("__file__") or (g.get("__session__") if name == "__main__" else None)  # a notebook's path
+        return name, file if isinstance(file, str) and file else None
+    return None, None
 
 
 def follow_ready(app: Deployment, fut: "concurrent.futures.Future[None]", want: int) -> Callable[[], None]:

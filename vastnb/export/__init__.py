@@ -251,8 +251,8 @@ def _functions(plan: Plan) -> list[ExportedFunction]:
 
         out.append(ExportedFunction(
             name=remote.name, parameters=params,
-            benchmark=remote.name == plan.benchmark_owner or remote.name == plan.benchmark_added,
-            benchmark_dataset=src("benchmark_dataset") or ("[{}]" if remote.name == plan.benchmark_added else None),
+            benchmark=remote.name == plan.benchmark_owner,
+            benchmark_dataset=src("benchmark_dataset"),
             benchmark_generator=src("benchmark_generator"),
             workload_calculator=src("workload_calculator"), cell=unit.stmt.cell,
         ))

@@ -34,7 +34,6 @@ class Plan:
     closures: dict[str, list[Unit]] = field(default_factory=dict)  # remote name -> code it reaches
     benchmark_owner: str | None = None
     benchmark_dropped: dict[str, str] = field(default_factory=dict)  # function -> owner it yields to
-    benchmark_added: str | None = None
     warnings: list[str] = field(default_factory=list)
 
 
@@ -340,24 +339,22 @@ def _choose_benchmark(plan: Plan) -> None:
             )
         return
     if not plan.remotes:
-        plan.warnings.append("the notebook declares no remote function; the official worker refuses to start "
-                             "without one (it needs exactly one benchmarked function).")
-        return
-    for unit in plan.remotes:
-        node = unit.stmt.node
-        assert isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and unit.remote is not None
-        if _required_parameters(node) == []:
-            plan.benchmark_added = unit.remote.name
-            plan.warnings.append(
-                f"no remote function declares a benchmark, and the official worker needs exactly one; the export "
-                f"gives {unit.remote.name} benchmark_dataset=[{{}}] (a call without arguments). Declare a "
-                "representative benchmark to get a meaningful perf score."
-            )
-            return
+        raise ExportError(
+            "the notebook declares no remote function, so the export has nothing to serve, and the official worker "
+            "refuses to start without one remote function that defines a benchmark. Decorate an `async def` with "
+            "@app.remote(benchmark_dataset=[{...}]) (or write it in a %%vast_remote cell)."
+        )
     names = ", ".join(u.remote.name for u in plan.remotes if u.remote is not None)
-    plan.warnings.append(
-        f"no remote function declares a benchmark ({names}); the official worker refuses to start without exactly "
-        "one (\"Missing EndpointHandler with BenchmarkConfig\"). Give one of them benchmark_dataset=[{...}]."
+    whom = "it" if len(plan.remotes) == 1 else "one of them"
+    without_arguments = [u.remote.name for u in plan.remotes if u.remote is not None
+                         and not _required_parameters(u.remote.node)]
+    hint = (f"; {without_arguments[0]}() takes no arguments, so benchmark_dataset=[{{}}] would do"
+            if without_arguments else "")
+    raise ExportError(
+        f"no remote function declares a benchmark ({names}), and the official worker refuses to start without "
+        f"one (\"Missing EndpointHandler with BenchmarkConfig\"); nothing was written. Give {whom} "
+        f"benchmark_dataset=[{{...}}] (or benchmark_generator=...) in @app.remote(...), or --benchmark-dataset "
+        f"in its %%vast_remote line{hint}. vastnb's local backend runs without one."
     )
 
 

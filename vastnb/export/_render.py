@@ -7,6 +7,7 @@ import textwrap
 from dataclasses import dataclass
 
 from ..query import RAW_UNIT_FACTORS
+from ._queries import QueryRewriter, unit_note
 from ._notebook import Statement
 from ._model import BENCHMARK_OPTIONS, CLIENT_REMOTE_OPTIONS, OFFICIAL_IMAGE_METHODS, SERVE_ONLY_OPTIONS, Kind, Option, Unit
 from ._plan import Plan, _required_parameters
@@ -20,8 +21,22 @@ _VASTNB_ONLY = {
     "retries": "vastnb re-runs a call after its worker dies; the official remote() has no retries",
     "timeout": "vastnb's per-call deadline; the official remote() has no timeout",
 }
-_UNITS = {"gpu_ram": ("GB", "MB"), "cpu_ram": ("GB", "MB"), "gpu_total_ram": ("GB", "MB"),
-          "duration": ("days", "seconds")}
+_IN_ORDER = "_in_order"
+#: A benchmark_dataset of several items, exported: the official worker (1.9.1) keeps only the last item of a
+#: dataset, so the export hands it a generator that sends the items in vastnb's order (worker.core.BenchmarkInputs).
+IN_ORDER_HELPER = f'''def {_IN_ORDER}(dataset):
+    """benchmark_dataset in vastnb's order: one item per call, the first to the warm-up call, then the next ones,
+    starting over after the last (the official worker would send only the dataset's last item)."""
+    items = list(dataset)
+    position = 0
+
+    def next_input():
+        nonlocal position
+        item = items[position % len(items)]
+        position += 1
+        return dict(item)
+
+    return next_input'''
 _DEFAULT_STORAGE = "50"  # vastnb's Deployment.image() default; the official image() has none
 _WIDTH = 100
 
@@ -40,6 +55,7 @@ class _Renderer:
         self.app = plan.deployment.deployment.var if plan.deployment.deployment else "app"
         self.query_imports: dict[str, str] = {}  # alias -> vastai.data.query name
         self.needs_serve_only = False
+        self.needs_in_order = False
         self.factors = dict(RAW_UNIT_FACTORS)
         self.warnings: list[str] = []
 
@@ -134,11 +150,11 @@ class _Renderer:
         for kw in call.keywords:
             text = self.rewrite(st, kw.value, columns) if rewrite else st.segment(kw.value)
             parts.append(f"{kw.arg}={text}" if kw.arg else f"**{text}")
-        return ", ".join(parts), _unit_note(columns)
+        return ", ".join(parts), unit_note(columns)
 
     def rewrite(self, st: Statement, expr: ast.expr, columns: list[str]) -> str:
         """A requirement in the official Column's raw units, with ``vastnb.query.X`` imported as ``X``."""
-        rewriter = _QueryRewriter(self.plan, self.factors)
+        rewriter = QueryRewriter(self.plan.aliases, self.factors)
         new = rewriter.visit(ast.parse(ast.unparse(expr), mode="eval").body)
         for alias, name in rewriter.imported.items():
             self.query_imports.setdefault(alias, name)
@@ -193,6 +209,9 @@ class _Renderer:
                 if owner and opt.key in BENCHMARK_OPTIONS:
                     parts.append(("", f"{opt.key}={_one_line(value)} left out: the official worker takes one "
                                       f"benchmark per deployment ({owner}'s)"))
+                elif opt.key == "benchmark_dataset" and not _single_item(opt.node):
+                    self.needs_in_order = True  # the official worker would send only the last item
+                    parts.append((f"benchmark_generator={_IN_ORDER}({value})", ""))
                 else:
                     parts.append((f"{opt.key}={value}", ""))
             elif opt.key in SERVE_ONLY_OPTIONS:
@@ -204,9 +223,6 @@ class _Renderer:
                 parts.append(("", f"{opt.key}={_one_line(value)} left out: not an option of the official remote()"))
                 self.warnings.append(f"{remote.name}: remote option {opt.key}= is not exported (not an option of "
                                      "the official remote()).")
-        if self.plan.benchmark_added == remote.name:
-            parts.insert(0, ("benchmark_dataset=[{}]", "added by the export: the official worker needs one "
-                                                       "benchmarked function"))
         if serve:
             self.needs_serve_only = True
             parts.append((f"**_serve_only({', '.join(serve)})", ""))
@@ -300,6 +316,8 @@ class _Renderer:
                     f'    return options if "max_queue_time" in inspect.signature({self.app}.remote).parameters '
                     "else {}",
                 ]), -2, True))
+        if self.needs_in_order:
+            body.append(_Block(IN_ORDER_HELPER, -2, True))
         body += code_blocks
         body.append(_Block(f"{self.app}.ensure_ready()", -3, True))
         out.append(_join(body))
@@ -318,83 +336,16 @@ class _Renderer:
             )
 
 
-class _QueryRewriter(ast.NodeTransformer):
-    """``gpu_ram >= 16`` (GB, vastnb) -> ``gpu_ram >= 16_000`` (MB, official); ``vastnb.query.X`` -> ``X``."""
-
-    def __init__(self, plan: Plan, factors: dict[str, float]) -> None:
-        self.aliases = plan.aliases
-        self.factors = factors
-        self.changed = False
-        self.columns: list[str] = []
-        self.imported: dict[str, str] = {}
-
-    def column(self, node: ast.expr) -> str | None:
-        if isinstance(node, ast.Name):
-            if node.id in self.aliases.query_names:
-                return self.aliases.query_names[node.id]
-            return node.id if node.id in self.imported else None
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
-                and node.value.id in self.aliases.query_modules:
-            return node.attr
-        return None
-
-    def visit_Attribute(self, node: ast.Attribute) -> ast.expr:
-        value = node.value
-        if (
-            isinstance(value, ast.Attribute) and value.attr == "query" and isinstance(value.value, ast.Name)
-            and value.value.id in self.aliases.vastnb_modules
-        ):
-            self.imported[node.attr] = node.attr
-            self.changed = True
-            return ast.Name(id=node.attr, ctx=ast.Load())
-        self.generic_visit(node)
-        return node
-
-    def visit_Compare(self, node: ast.Compare) -> ast.expr:
-        self.generic_visit(node)
-        operands = [node.left, *node.comparators]
-        for i, operand in enumerate(operands):
-            column = self.column(operand)
-            factor = self.factors.get(column or "")
-            if not factor:
-                continue
-            for j in (i - 1, i + 1):
-                if 0 <= j < len(operands) and self.column(operands[j]) is None:
-                    operands[j] = self.scale(operands[j], factor)
-                    self.changed = True
-                    if column not in self.columns:
-                        self.columns.append(column or "")
-        node.left, node.comparators = operands[0], operands[1:]
-        return node
-
-    @staticmethod
-    def scale(expr: ast.expr, factor: float) -> ast.expr:
-        if isinstance(expr, ast.Constant) and isinstance(expr.value, (int, float)) and not isinstance(expr.value, bool):
-            value = expr.value * factor
-            if float(value).is_integer():
-                return ast.Name(id=f"{int(value):_}", ctx=ast.Load())  # unparsed as written: 16_000
-            return ast.Constant(round(value, 6))
-        if isinstance(expr, ast.UnaryOp) and isinstance(expr.op, ast.USub) and isinstance(expr.operand, ast.Constant):
-            inner = _QueryRewriter.scale(expr.operand, factor)
-            return ast.UnaryOp(op=ast.USub(), operand=inner)
-        factor_node = ast.Constant(int(factor) if float(factor).is_integer() else factor)
-        return ast.BinOp(left=expr, op=ast.Mult(), right=factor_node)
-
-
-def _unit_note(columns: list[str]) -> str:
-    """``MB: vastnb.query takes gpu_ram, cpu_ram in GB, the official Column compares MB``."""
-    groups: dict[tuple[str, str], list[str]] = {}
-    for column in dict.fromkeys(columns):
-        groups.setdefault(_UNITS.get(column, ("its documented unit", "Vast's raw unit")), []).append(column)
-    return "; ".join(f"{raw}: vastnb.query takes {', '.join(cols)} in {documented}, the official Column "
-                     f"compares {raw}" for (documented, raw), cols in groups.items())
-
-
 def _is_default(opt: Option, default: str) -> bool:
     try:
         return bool(ast.literal_eval(opt.source) == ast.literal_eval(default))
     except (ValueError, SyntaxError):
         return False
+
+
+def _single_item(node: ast.expr | None) -> bool:
+    """A dataset written as a list of one item: the official worker sends it as vastnb does."""
+    return isinstance(node, (ast.List, ast.Tuple)) and len(node.elts) == 1 and not isinstance(node.elts[0], ast.Starred)
 
 
 def _one_line(text: str) -> str:

@@ -9,6 +9,9 @@ given and ``unparse_query()`` divides it by 1000 (``gpu_ram>=0.048``). Here the
 columns in :data:`RAW_UNIT_FACTORS` take the documented unit (GB for
 ``gpu_ram``, ``cpu_ram``, ``gpu_total_ram``; days for ``duration``) and store the
 raw unit (MB; seconds), so ``(gpu_ram >= 48).unparse_query() == "gpu_ram>=48"``.
+``image.require(...)`` also takes the official SDK's own ``Query`` objects (the docs'
+``from vastai.data.query import gpu_ram``) and reads them in the same documented
+units (:meth:`Query.from_vast`): ``vq.gpu_ram >= 48`` means 48 GB there too.
 
 A :class:`Query` also checks itself against an offer or a local GPU described
 in raw units (:meth:`Query.matches`, :meth:`Query.mismatches`).
@@ -48,6 +51,7 @@ RAW_UNIT_FACTORS: dict[str, float] = {
 _UNIT_NAMES = {"cpu_ram": "GB", "gpu_ram": "GB", "gpu_total_ram": "GB", "duration": "days"}
 _PY_OPS = {"eq": "==", "neq": "!=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 _DEFAULTS = {"verified": True, "rentable": True, "rented": False}
+_RAW_UNITS = "_vastnb_raw_units"  # set on the official Queries to_vast() makes
 # Column aliases Vast remaps before querying: alias -> (real column, factor to raw).
 _ALIASES: dict[str, tuple[str, float]] = {
     "reliability2": ("reliability", 1),
@@ -199,8 +203,53 @@ class Query:
 
     @classmethod
     def from_vast(cls, query: Any) -> Query:
-        """A vastnb Query holding a deep copy of an official ``vastai.data.query.Query``'s dict."""
-        return cls(copy.deepcopy(query.query))
+        """vastnb's Query for an official ``vastai.data.query.Query``, meaning what it means written with vastnb.query.
+
+        ``vq.gpu_ram >= 48`` is read in the unit Vast's docs give it, 48 GB, as vastnb's ``gpu_ram >= 48``
+        (``{"gpu_ram": {"gte": 48000}}``), although the official Column stores 48 and its ``unparse_query()``
+        asks Vast for 0.048 GB. Each value goes through vastnb's Column checks (value types; no ``in_`` on
+        ``gpu_ram``). A Query made by :meth:`to_vast` holds raw units already and comes back as it is.
+        """
+        query_dict = getattr(query, "query", None)
+        if not isinstance(query_dict, dict):
+            raise ConfigurationError(
+                f"Query.from_vast(...) takes a vastai.data.query.Query (its .query is a dict). Instead got {query!r}."
+            )
+        if getattr(query, _RAW_UNITS, False):
+            return cls(copy.deepcopy(query_dict))
+        converted = cls({})
+        for column, ops in query_dict.items():
+            if not isinstance(ops, dict):
+                raise ConfigurationError(
+                    f"Query(...): the ops for column {column!r} must be a dict {{op: value}}; got {ops!r}."
+                )
+            for op, value in ops.items():
+                if op in ("in", "notin"):
+                    converted.extend(Column(column)._list(op, value))
+                elif op in _PY_OPS:
+                    converted.extend(Column(column)._query(op, value))
+                else:
+                    raise ConfigurationError(
+                        f"Query(...): unknown op {op!r} for column {column!r}; use one of {', '.join(OP_TO_STR)}."
+                    )
+        return converted
+
+    @classmethod
+    def coerce(cls, query: Any, where: str = "require()") -> Query:
+        """``query`` as vastnb's Query: vastnb's as it is, the official SDK's through :meth:`from_vast`."""
+        if isinstance(query, Query):
+            return query
+        if _is_official(query, "Query"):
+            return cls.from_vast(query)
+        alone, shown = "", repr(query)
+        if isinstance(query, Column) or _is_official(query, "Column"):
+            name = getattr(query, "name", "?")
+            alone = f" A column alone is no requirement: compare it, e.g. `{name} == ...` or `{name} >= ...`."
+            shown = repr(query) if isinstance(query, Column) else f"vastai.data.query.Column({name!r})"
+        raise ConfigurationError(
+            f"{where} takes GPU filters such as `gpu_ram >= 16` or `gpu_name == RTX_4090` (from vastnb.query or "
+            f"vastai.data.query). Instead got {shown}.{alone}"
+        )
 
     def unparse_query(self) -> str:
         """The query string Vast's parser reads back into this dict (the official format)."""
@@ -247,7 +296,8 @@ class Query:
         return Query({c: copy.deepcopy(ops) for c, ops in self.query.items() if c not in drop})
 
     def to_vast(self) -> Any:
-        """The same requirements as an official ``vastai.data.query.Query`` (dict deep-copied)."""
+        """The same requirements as an official ``vastai.data.query.Query`` (dict deep-copied, raw units, so its
+        ``unparse_query()`` is this one's)."""
         try:
             from vastai.data import query as vast_query
         except ImportError as exc:
@@ -255,7 +305,9 @@ class Query:
                 "Query.to_vast() needs the official Vast SDK, which is not installed. "
                 "Install it with `pip install vastnb[vast]`."
             ) from exc
-        return vast_query.Query(copy.deepcopy(self.query))
+        official = vast_query.Query(copy.deepcopy(self.query))
+        setattr(official, _RAW_UNITS, True)  # Query.from_vast takes it back as it is, not as documented units
+        return official
 
     def to_source(self) -> str:
         """Python source for these requirements in vastnb's units, without the search defaults.
@@ -313,6 +365,11 @@ class Query:
 
     def __repr__(self) -> str:
         return f"Query({self.unparse_query()!r})"
+
+
+def _is_official(obj: Any, class_name: str) -> bool:
+    """Whether ``obj`` is a ``vastai.data.query.<class_name>`` (or a subclass), without importing the SDK."""
+    return any(k.__module__ == "vastai.data.query" and k.__name__ == class_name for k in type(obj).__mro__)
 
 
 def _lookup(desc: Mapping[str, Any], column: str) -> Any:

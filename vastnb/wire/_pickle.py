@@ -55,6 +55,51 @@ def _marshal_code(code: types.CodeType) -> tuple[Any, tuple]:
     return (marshal.loads, (marshal.dumps(code),))
 
 
+def _native(klass: type, name: str) -> bool:
+    """Whether ``klass`` defines ``name`` itself in C (a built-in exception's ``__new__``/``__init__``)."""
+    found = vars(klass).get(name)
+    if isinstance(found, staticmethod):
+        found = found.__func__
+    return found is not None and not isinstance(found, types.FunctionType)
+
+
+def _rebuild_exception(cls: type, args: tuple, state: Any) -> BaseException:
+    """An exception of type ``cls`` with ``args`` and attributes ``state``, without running ``cls.__init__``.
+
+    The built-in base's ``__new__`` and ``__init__`` take ``args`` as they were stored (``OSError``'s parse
+    errno and strerror from them); the class's own ``__init__``, whose parameters may be anything, is never called.
+    """
+    new_base = next(k for k in cls.__mro__ if _native(k, "__new__"))
+    init_base = next(k for k in cls.__mro__ if _native(k, "__init__"))
+    exc: BaseException = new_base.__new__(cls, *args)  # type: ignore[call-overload]
+    init_base.__init__(exc, *args)  # type: ignore[misc]
+    if state:
+        exc.__setstate__(state)  # type: ignore[attr-defined]
+    return exc
+
+
+def _reduce_exception(exc: BaseException) -> Any:
+    """Pickle an exception so it loads without calling its ``__init__`` with the wrong arguments.
+
+    Python's default (``BaseException.__reduce__``) rebuilds with ``cls(*exc.args)``, but ``args`` holds what
+    was passed to ``BaseException.__init__``, not to the class: ``AppError(7)`` whose ``__init__`` calls
+    ``super().__init__(f"code {code}: bad")`` would come back as ``AppError("code 7: bad")``, i.e. the message
+    ``'code code 7: bad: bad'``, and a keyword-only ``__init__`` would not load at all. So the exception is
+    rebuilt from its ``args`` and ``__dict__`` as they are. A class that defines its own ``__reduce__``,
+    ``__reduce_ex__`` or ``__getnewargs__`` keeps it (NotImplemented: pickle's usual path).
+    """
+    cls = type(exc)
+    for klass in cls.__mro__:
+        if _native(klass, "__init__"):
+            break  # from here up the built-in reduction applies
+        if any(name in vars(klass) for name in ("__reduce__", "__reduce_ex__", "__getnewargs__",
+                                                   "__getnewargs_ex__")):
+            return NotImplemented
+    reduced = exc.__reduce__()
+    state = reduced[2] if len(reduced) > 2 else None
+    return (_rebuild_exception, (cls, tuple(reduced[1]), state))
+
+
 class _Pickler(cloudpickle.CloudPickler):
     def reducer_override(self, obj: Any) -> Any:
         if type(obj) is types.CodeType:
@@ -62,6 +107,8 @@ class _Pickler(cloudpickle.CloudPickler):
         mod = type(obj).__module__
         if mod == "torch" and type(obj).__name__ in ("Tensor", "Parameter"):
             return self._reduce_tensor(obj)
+        if isinstance(obj, BaseException):
+            return _reduce_exception(obj)
         return super().reducer_override(obj)
 
     @staticmethod

@@ -3,9 +3,10 @@
 A :class:`WorkerCore` holds the code it was given (by content hash), the entered
 contexts, and the namespace shared by ``%%vast_run`` cells. It enters contexts
 concurrently (as the official worker does), runs the benchmark the official way
-(one warmup, ``benchmark_runs`` timed runs of 10 concurrent requests when
-parallel requests are allowed, else 1; score = best run's workload units per
-second, every dataset item used), runs calls (serial functions one at a time in
+(one warm-up call, then ``benchmark_runs`` timed runs of 10 concurrent requests
+when parallel requests are allowed, else 1: 1 + runs x 10 calls, or 1 + runs;
+score = best run's workload units per second; inputs in the order of
+:class:`BenchmarkInputs`), runs calls (serial functions one at a time in
 arrival order, parallel ones as tasks), and captures each call's ``print``
 output separately, even when calls overlap.
 """
@@ -227,11 +228,11 @@ class WorkerCore:
     async def benchmark(self, spec: BenchmarkSpec, on_run: Callable[[int, float], None]) -> float:
         """Run the benchmark the way the official worker does and return the score (workload units/s)."""
         entry = self.functions[spec.fn_hash]
-        items = _BenchmarkInputs(spec)
+        items = BenchmarkInputs(spec)
         per_run = spec.concurrency if spec.parallel else 1
         best = 0.0
-        for run in range(spec.runs + 1):  # run 0 is the warmup
-            batch = [items.next() for _ in range(per_run)]
+        for run in range(spec.runs + 1):  # run 0 is the warm-up: one call, as the official worker makes
+            batch = [items.next() for _ in range(per_run if run else 1)]
             workload = sum(workload_of(spec.workload_calculator, (), kw) for kw in batch)
             t0 = time.perf_counter()
             token = _sink.set(_discard)
@@ -253,8 +254,15 @@ def _discard(stream: str, text: str) -> None:
     return None
 
 
-class _BenchmarkInputs:
-    """Cycles through every dataset item in order (or calls the generator)."""
+class BenchmarkInputs:
+    """The benchmark's inputs, one per call: ``benchmark_generator()`` each time, or the dataset in its order.
+
+    The dataset is cycled in order, starting over after its last item: the warm-up call takes item 0, the
+    first timed run items 1, 2, ... So every item is measured, and two runs of one benchmark send the same
+    inputs. Vast's docs say items are "randomly selected"; the official worker 1.9.1 in fact sends only the
+    last item (its serve-mode ``remote()`` keeps one). vastnb chose the documented order above, and an export
+    keeps it (a dataset of several items is exported as a generator that cycles it the same way).
+    """
 
     def __init__(self, spec: BenchmarkSpec) -> None:
         self.spec = spec

@@ -52,6 +52,7 @@ class LocalBackend(WorkerProcesses, Routing):
     """
 
     name = "local"
+    requires_benchmark = False  # Vast's workers need one; these do not (the Deployment prints a notice)
 
     def __init__(
         self,

@@ -77,6 +77,7 @@ class VastBackend(Monitoring):
     """
 
     name = "vast"
+    requires_benchmark = True
 
     def __init__(
         self,
