@@ -147,6 +147,9 @@ def _check(name: str, value: Any) -> Any:
             raise ConfigurationError(f"{rule} Instead got {_kind(value)}.")
         if value < 0:
             raise ConfigurationError(f"{rule} Instead got {value!r}.")
+        if name == "max_workers" and value == 0:  # no worker could ever start: every call would wait forever
+            raise ConfigurationError("`max_workers` must be at least 1: with max_workers=0 no worker can start, so no "
+                                     "call could run. Instead got 0.")
         return int(value)
     if name in _RATES:
         rule = f"`{name}` must be a non-negative number."
