@@ -23,7 +23,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 from ..._aio import LoopThread
 from ...autoscaling import SCALE_DOWN_COOLDOWN_S, AutoscalingSettings, Recommendation
@@ -36,12 +36,12 @@ from .._protocol import CallRequest, CellRequest, OutputSink
 from ._autoscaler import Autoscaler, ScalePolicy
 from ._gpus import matching_gpus
 from ._handle import Call, WorkerHandle
+from ._machine import CPU_WORKER_CAP, ColdCap, check_cold_cap, cold_cap, cold_cap_notice, wait_dead
 from ._routing import CallQueue, Routing, ServiceTimes
 from ._workers import WorkerProcesses, close_pipes
 
 __all__ = ["LocalBackend"]
 
-CPU_WORKER_CAP = 8  # workers on a machine without GPUs (they share its cores)
 STOPPED_KEPT = 16  # stopped workers kept for the views (with their logs); older ones are dropped
 LOAD_WINDOW_S = 5.0  # the load a snapshot shows: workload units per second that arrived over this window
 
@@ -69,16 +69,12 @@ class LocalBackend(WorkerProcesses, Routing):
         start_timeout: float = 60.0,
         control_period: float = 0.5,
         scale_down_cooldown: float = SCALE_DOWN_COOLDOWN_S,
-        max_cold_workers: int | Literal["machine"] | None = "machine",
+        max_cold_workers: ColdCap = "machine",
         events: EventBus | None = None,
     ) -> None:
         if isinstance(workers_per_gpu, bool) or not isinstance(workers_per_gpu, int) or workers_per_gpu < 1:
             raise ConfigurationError(f"`workers_per_gpu` must be an integer >= 1. Instead got {workers_per_gpu!r}.")
-        if max_cold_workers not in ("machine", None) and (
-                isinstance(max_cold_workers, bool) or not isinstance(max_cold_workers, int) or max_cold_workers < 1):
-            raise ConfigurationError(
-                "`max_cold_workers` must be an integer >= 1, \"machine\" (one per GPU slot, or per CPU core without "
-                f"GPUs) or None (no cap). Instead got {max_cold_workers!r}.")
+        check_cold_cap(max_cold_workers)
         for label, value in (("health_check_timeout", health_check_timeout), ("start_timeout", start_timeout),
                              ("control_period", control_period)):
             _check_seconds(label, value)
@@ -89,6 +85,7 @@ class LocalBackend(WorkerProcesses, Routing):
         self.control_period = float(control_period)
         self.scale_down_cooldown = float(scale_down_cooldown)
         self.max_cold_workers = max_cold_workers
+        self.stopped_kept = STOPPED_KEPT  # stopped workers the views still see
         self.events = events or EventBus()
         self.spec = DeploymentSpec(name="")
         self.policy: ScalePolicy | None = None
@@ -166,24 +163,14 @@ class LocalBackend(WorkerProcesses, Routing):
 
     def cold_cap(self) -> int | None:
         """The most cold workers this machine keeps started (``max_cold_workers``), None for no cap."""
-        if self.max_cold_workers is None:
-            return None
-        if isinstance(self.max_cold_workers, int):
-            return self.max_cold_workers
-        if self.gpus:
-            return len(self._machine_slots())
-        return _cpu_cores()
+        return cold_cap(self.max_cold_workers, len(self._machine_slots()))
 
     def _announce_cold_cap(self) -> None:
         settings = self.spec.autoscaling or AutoscalingSettings()
-        want, cap = settings.effective_cold_workers, self.cold_cap()
-        if cap is None or want <= cap:
-            return
-        where = (f"{cap} GPU slot(s)" if self.gpus else f"{cap} CPU core(s)") if self.max_cold_workers == "machine" \
-            else f"max_cold_workers={cap}"
-        print(f"vastnb: deployment {self.spec.name!r} keeps {cap} local worker(s) started, not cold_workers={want} "
-              f"({where}); Vast and the export keep {want}. To start {want} here: "
-              f"Deployment(backend=LocalBackend(max_cold_workers={want})).", file=sys.stderr)
+        notice = cold_cap_notice(self.spec.name, settings.effective_cold_workers, self.max_cold_workers,
+                                 len(self._machine_slots()))
+        if notice is not None:
+            print(notice, file=sys.stderr)
 
     def wait_ready(self, min_ready: int = 1) -> "concurrent.futures.Future[None]":
         """A future that resolves when ``min_ready`` workers serve, or fails when none can start."""
@@ -258,7 +245,7 @@ class LocalBackend(WorkerProcesses, Routing):
         if worker is not None and worker not in self.workers:
             known = ", ".join(self.workers) or "none"
             raise LookupError(f"no worker {worker!r} in deployment {self.spec.name!r} (known: {known}; only the last "
-                              f"{STOPPED_KEPT} stopped workers are kept).")
+                              f"{self.stopped_kept} stopped workers are kept).")
         handles = [self.workers[worker]] if worker else list(self.workers.values())
         return {h.id: list(h.log) for h in handles}
 
@@ -301,7 +288,7 @@ class LocalBackend(WorkerProcesses, Routing):
                 except (ProcessLookupError, PermissionError):
                     pass
         if pids:
-            _wait_dead(pids, 2.0)
+            wait_dead(pids, 2.0)
             sweep_segments(pids)
 
     # ================================================================== drills
@@ -387,11 +374,11 @@ class LocalBackend(WorkerProcesses, Routing):
                 asyncio.create_task(self._drain(handle))
 
     def _prune_stopped(self) -> None:
-        """Keep the last STOPPED_KEPT stopped workers (views show them); drop older ones and their logs."""
+        """Keep the last ``stopped_kept`` stopped workers (views show them); drop older ones and their logs."""
         gone = [h for h in self.workers.values() if not h.state.alive and (h.process is None or h.process.returncode
                 is not None) and not h.inflight and all(t.done() for t in h.tasks)]
         gone.sort(key=lambda h: h.stopped_at or 0.0)
-        for h in gone[: max(0, len(gone) - STOPPED_KEPT)]:
+        for h in gone[: max(0, len(gone) - self.stopped_kept)]:
             del self.workers[h.id]
 
     def _sample_history(self) -> None:
@@ -517,27 +504,6 @@ class LocalBackend(WorkerProcesses, Routing):
         self.state = "shut down"
         self.events.publish(Event(EventKind.SHUTDOWN, time.time()))
         self._resolve_waiters()
-
-
-def _cpu_cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-
-
-def _wait_dead(pids: list[int], limit: float) -> None:
-    """Wait (at most ``limit`` seconds) until the killed processes ``pids`` are gone or zombies."""
-    deadline = time.monotonic() + limit
-    for pid in pids:
-        while time.monotonic() < deadline:
-            try:
-                with open(f"/proc/{pid}/stat") as f:
-                    if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                        break
-            except (OSError, IndexError):
-                break
-            time.sleep(0.01)
 
 
 def _check_seconds(label: str, value: Any, *, allow_zero: bool = False) -> None:

@@ -257,7 +257,7 @@ class WorkerProcesses:
             handle.phases.extend(p for p in msg.phases if p not in handle.phases)
             handle.state = WorkerState.READY
             handle.ready_at = time.time()
-            handle.idle_since = time.monotonic()
+            handle.idle_since = handle.serving_since = time.monotonic()
             self.start_failures = 0
             if self.state == "starting":
                 self.state = "running"
