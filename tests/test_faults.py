@@ -88,7 +88,7 @@ def test_failing_context_goes_to_error_with_traceback_and_does_not_hang(make_app
     snap = app.snapshot()
     assert snap.state == "failing"
     failed = [w for w in snap.workers if w.state == WorkerState.ERROR]
-    assert len(failed) >= 3 and {w.failed_phase for w in failed} == {"context Broken"}
+    assert len(failed) >= 3 and {w.failed_phase for w in failed} == {f"context {Broken.__qualname__}"}
 
 
 def test_failing_benchmark_is_error_not_ready(make_app):

@@ -163,9 +163,11 @@ class _Session:
         self.server.requests += 1
         task.add_done_callback(functools.partial(self._forget, req_id))
 
-    def _forget(self, req_id: int, _task: asyncio.Task) -> None:
+    def _forget(self, req_id: int, task: asyncio.Task) -> None:
         self.tasks.pop(req_id, None)
         self.server.requests -= 1
+        if task.cancelled():  # cancelled before its first step (its Cancel came in the same read): it never answered
+            self.send(m.Result(ok=False, cancelled=True), req_id)
 
     async def _serial_call(self, req_id: int, msg: m.CallFunction) -> None:
         try:

@@ -103,9 +103,10 @@ class WorkerHandle:
         span = now - start
         if span <= 0:
             return 1.0 if self.busy_since is not None else 0.0
-        busy = sum(max(0.0, min(e, now) - max(b, start)) for b, e in self.busy_spans)
-        if self.busy_since is not None:
-            busy += now - max(self.busy_since, start)
+        since = self.busy_since
+        busy = sum(max(0.0, min(e, now) - max(b, start)) for b, e in list(self.busy_spans))  # views' threads too
+        if since is not None:
+            busy += max(0.0, now - max(since, start))
         return min(1.0, busy / span)
 
     @property

@@ -77,8 +77,8 @@ class CallQueue:
         self.by_function.clear()
 
     def waiting(self) -> int:
-        """Calls still waiting (cancelled ones leave the queue when they reach its head)."""
-        return sum(1 for call in self._calls if not call.future.done())
+        """Calls still waiting (cancelled ones leave the queue when they reach its head). Thread-safe."""
+        return sum(1 for call in list(self._calls) if not call.future.done())
 
     def __getitem__(self, i: int) -> Call:
         return self._calls[i]
@@ -137,10 +137,10 @@ class Routing:
 
     # ------------------------------------------------------------------ figures
     def serving(self) -> list[WorkerHandle]:
-        return [h for h in self.workers.values() if h.serving]
+        return [h for h in list(self.workers.values()) if h.serving]  # list(): views call this from their threads
 
     def default_perf(self) -> float:
-        known = [h.perf_score for h in self.workers.values() if h.perf_score]
+        known = [h.perf_score for h in list(self.workers.values()) if h.perf_score]
         return sum(known) / len(known) if known else 100.0
 
     def capacity(self) -> float:

@@ -113,6 +113,7 @@ class LocalBackend(WorkerProcesses, Routing):
         self.last_start_cause: BaseException | None = None
         self.start_summary: str | None = None
         self._health_at = time.monotonic()
+        self.shown_load = self.shown_queue_time = 0.0  # figured on the loop each control period, read by snapshots
         self.ready_waiters: list[asyncio.Future] = []
         self._dirty: set[str] = set()
         self._flush_scheduled = False
@@ -213,9 +214,9 @@ class LocalBackend(WorkerProcesses, Routing):
                                                          max_workers=self.target)
         figures = dataclasses.replace(
             figures, last_decision=last,
-            load=0.0 if down else self.load_rate(LOAD_WINDOW_S),  # decays to 0 within LOAD_WINDOW_S of the last call
+            load=0.0 if down else self.shown_load,  # decays to 0 within LOAD_WINDOW_S of the last call
             capacity=0.0 if down else self.capacity(),  # serving workers only
-            queue_time=0.0 if down else self.recent_queue_time(),
+            queue_time=0.0 if down else self.shown_queue_time,
             **({"target_workers": 0} if down else {}))
         failing = not down and self.failing()
         return DeploymentSnapshot(
@@ -349,6 +350,7 @@ class LocalBackend(WorkerProcesses, Routing):
         """Ask the policy, then apply its recommendation as returned: start ``start``, drain the workers in ``stop``."""
         assert self.policy is not None
         now = time.monotonic()
+        self.shown_load, self.shown_queue_time = self.load_rate(LOAD_WINDOW_S), self.recent_queue_time()
         rec = self.policy(self, now)
         if isinstance(self.policy, Autoscaler):
             self.autoscaler = rec.to_snapshot(self.policy.local_settings())

@@ -404,7 +404,7 @@ class WorkerProcesses:
 
     def failing(self) -> bool:
         """True when no worker serves and starts have failed ``FAILING_AFTER`` times in a row."""
-        return self.start_failures >= FAILING_AFTER and not any(h.serving for h in self.workers.values())
+        return self.start_failures >= FAILING_AFTER and not any(h.serving for h in list(self.workers.values()))
 
     def _start_error(self, fn: FunctionSpec | None = None) -> WorkerStartError | None:
         """The error for a call (or ``ensure_ready``) while :meth:`failing`, with the last start error as cause."""
