@@ -7,7 +7,6 @@ import os
 import signal
 import socket
 import struct
-import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -54,7 +53,7 @@ def test_no_retry_for_non_idempotent_code(make_app):
     app.ensure_ready(progress=False)
     pid = app.snapshot().workers[0].pid
     fut = charge_card.submit()
-    time.sleep(0.3)
+    assert wait_for(lambda: app.snapshot().workers[0].queue == 1)  # sent to the worker
     os.kill(pid, signal.SIGKILL)
     with pytest.raises(WorkerLost) as info:
         fut.result(20)
@@ -78,15 +77,18 @@ def test_failing_context_goes_to_error_with_traceback_and_does_not_hang(make_app
     async def f():
         return 1
 
-    t0 = time.monotonic()
     with pytest.raises(WorkerStartError) as info:
         app.ensure_ready(progress=False)
-    assert time.monotonic() - t0 < 30
     text = str(info.value)
-    assert text.startswith(f"no worker of deployment {app.name!r} could start (3 attempts). The last one failed with:\nloading failed:")
-    assert "RuntimeError: weights file missing" in text
+    assert text.startswith(f"no worker of deployment {app.name!r} could start (3 attempts; fix the error and run its "
+                           "cell again: changed code starts workers again). The last one failed with:\nloading failed:")
+    assert text.endswith("RuntimeError: weights file missing")
     assert 'raise RuntimeError("weights file missing")' in text
-    assert all(w.state == WorkerState.ERROR for w in app.snapshot().workers)
+    assert isinstance(info.value.__cause__, RuntimeError) and str(info.value.__cause__) == "weights file missing"
+    snap = app.snapshot()
+    assert snap.state == "failing"
+    failed = [w for w in snap.workers if w.state == WorkerState.ERROR]
+    assert len(failed) >= 3 and {w.failed_phase for w in failed} == {f"context {Broken.__qualname__}"}
 
 
 def test_failing_benchmark_is_error_not_ready(make_app):

@@ -70,7 +70,9 @@ def test_issue_example_square_with_context(make_app):
 
 
 def test_map_spreads_over_four_workers_in_order(make_app):
-    app = make_app()
+    from vastnb.backends.local import LocalBackend
+
+    app = make_app(backend=LocalBackend(max_cold_workers=4))  # four processes, even on a 2-core machine
     app.configure_autoscaling(cold_workers=4, max_workers=4)
 
     @app.remote(benchmark_dataset=[{"x": 1}])

@@ -81,12 +81,17 @@ class AutoscalingSettings:
         """New settings with ``changes`` applied on top of these (later calls update, never replace).
 
         Raises :class:`~vastnb.errors.ConfigurationError` naming the parameter, the
-        value and the fix for an unknown name, a wrong type or an out-of-range value.
+        value and the fix for an unknown name, a wrong type or an out-of-range value,
+        and for ``max_workers=0``, which no deployment can run (the pure policy and the
+        simulator still accept such settings built directly, as a state to reason about).
         """
         for name in changes:
             if name not in PARAMETERS:
                 raise _unknown(name)
         checked = {name: _check(name, value) for name, value in changes.items()}
+        if checked.get("max_workers") == 0:  # declared: no worker could ever start, every call would wait forever
+            raise ConfigurationError("`max_workers` must be at least 1: with max_workers=0 no worker can start, so no "
+                                     "call could run. Instead got 0.")
         new = dataclasses.replace(self, **checked)
         if "cold_workers" in changes and new.cold_workers > new.max_workers:
             raise _conflict(new.cold_workers, new.max_workers)

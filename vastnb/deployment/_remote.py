@@ -15,6 +15,7 @@ import concurrent.futures
 import contextvars
 import functools
 import inspect
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal
 
@@ -84,8 +85,10 @@ def validate_remote(fn: Any, opts: RemoteOptions) -> None:
             f"`allow_parallel_requests` of `{name}` must be True or False. Instead got {opts.allow_parallel_requests!r}."
         )
     for label, seconds in (("max_queue_time", opts.max_queue_time), ("timeout", opts.timeout)):
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0:
-            raise ConfigurationError(f"`{label}` of `{name}` must be a positive number of seconds. Instead got {seconds!r}.")
+        if (isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds)
+                or seconds <= 0):  # nan compares false with everything: it would disable the check or never expire
+            raise ConfigurationError(
+                f"`{label}` of `{name}` must be a positive, finite number of seconds. Instead got {seconds!r}.")
     if isinstance(opts.retries, bool) or not isinstance(opts.retries, int) or opts.retries < 0:
         raise ConfigurationError(f"`retries` of `{name}` must be an integer >= 0. Instead got {opts.retries!r}.")
     if opts.benchmark_dataset is not None:

@@ -17,7 +17,8 @@ written once into a shared-memory segment that the sender keeps for reuse, and
 the frame only names the segment; the receiver copies out and hands the segment
 back with a RELEASE frame. So a 16 MiB buffer is copied twice per direction
 (into the segment, out of it) and never goes through base64, JSON lists or
-socket buffers.
+socket buffers. Each side keeps at most ``SHM_POOL_BYTES`` of segments for reuse;
+no segment file outlives the processes that use it (see ``_frames``).
 
 Large ``bytes`` are written by the pickler straight from the object (no copy);
 tensors are reduced to raw buffers; CUDA tensors arrive on the CPU.
@@ -32,7 +33,16 @@ become exceptions again with :func:`build_remote_exception`.
 from __future__ import annotations
 
 from ._errors import RemoteTraceback, build_remote_exception, format_remote_error
-from ._frames import HANDSHAKE_MAGIC, SHM_THRESHOLD, Connection, PayloadError
+from ._frames import (
+    HANDSHAKE_MAGIC,
+    SHM_POOL_BYTES,
+    SHM_THRESHOLD,
+    Connection,
+    PayloadError,
+    segment_files,
+    sweep_segments,
+    unlink_created_segments,
+)
 from ._pickle import (
     Payload,
     ProtocolError,
@@ -45,6 +55,7 @@ from ._pickle import (
 
 __all__ = [
     "HANDSHAKE_MAGIC",
+    "SHM_POOL_BYTES",
     "SHM_THRESHOLD",
     "Connection",
     "Payload",
@@ -58,4 +69,7 @@ __all__ = [
     "format_remote_error",
     "loads_payload",
     "pickle_roundtrip",
+    "segment_files",
+    "sweep_segments",
+    "unlink_created_segments",
 ]

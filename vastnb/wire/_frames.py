@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import hmac
 import mmap
 import os
 import struct
 import uuid
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Callable
 
 from ._pickle import Payload, ProtocolError, _load_view, dumps_payload
 
-__all__ = ["Connection", "HANDSHAKE_MAGIC", "PayloadError", "ProtocolError", "SHM_THRESHOLD"]
+__all__ = [
+    "HANDSHAKE_MAGIC",
+    "SHM_POOL_BYTES",
+    "SHM_THRESHOLD",
+    "Connection",
+    "PayloadError",
+    "ProtocolError",
+    "segment_files",
+    "sweep_segments",
+    "unlink_created_segments",
+]
 
 HANDSHAKE_MAGIC = b"VNB1"
 SECRET_BYTES = 32
@@ -23,7 +35,8 @@ MAX_INLINE = 64 * 1024 * 1024  # larger inline bodies are refused (shared memory
 MAX_SEGMENT = 1 << 40
 
 KIND_MSG = 1
-KIND_RELEASE = 2
+KIND_RELEASE = 2  # the peer has read a segment: it may be reused
+KIND_FORGET = 3  # the creator dropped a segment: unmap it
 FLAG_SHM = 1
 
 _SHM_DIR = "/dev/shm"
@@ -41,38 +54,141 @@ class PayloadError(Exception):
         self.error = error
 
 # --------------------------------------------------------------------------- shared memory
+#
+# Who removes a segment's file, whatever dies when:
+#
+# * the peer unlinks it as soon as it has mapped it, and the creator unlinks it when the peer's first
+#   RELEASE says so, or when it drops the segment, or when its connection closes;
+# * every segment this process still has linked is unlinked at interpreter exit
+#   (:func:`unlink_created_segments`; a worker calls it before ``os._exit``);
+# * a segment whose creator died before the peer mapped it is named after the creator's PID, so whoever
+#   outlives the creator sweeps it (:func:`sweep_segments`): the runtime when a worker exits and when it
+#   starts, a worker when its parent (the notebook) is gone.
+#
+# The memory of a mapped segment stays pinned while either side maps it: the pool keeps at most
+# ``SHM_POOL_BYTES`` per connection side for reuse and drops the rest after use, telling the peer to unmap
+# them too (a FORGET frame).
+
+SHM_PREFIX = "vastnb-"
+SHM_POOL_BYTES = 128 * 1024 * 1024  # idle segments kept for reuse per connection side
+
+_created: set[str] = set()  # names of segments this process created whose files may still exist
+
+
+def _shm_path(name: str) -> str:
+    return os.path.join(_SHM_DIR, name)
+
+
+def _unlink_name(name: str) -> None:
+    _created.discard(name)
+    try:
+        os.unlink(_shm_path(name))
+    except FileNotFoundError:
+        pass
+
+
+def unlink_created_segments() -> None:
+    """Unlink every segment file this process created that still exists (interpreter exit, worker exit)."""
+    for name in list(_created):
+        _unlink_name(name)
+
+
+def _owner_pid(name: str) -> int | None:
+    parts = name.split("-")
+    if len(parts) != 3 or parts[0] + "-" != SHM_PREFIX or not parts[1].isdigit():
+        return None
+    return int(parts[1])
+
+
+def _pid_dead(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # someone else's live process
+    try:  # a zombie has released its mappings: as good as dead
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def segment_files(pids: Iterable[int] | None = None) -> list[str]:
+    """Names of vastnb's shared-memory files in ``/dev/shm`` (of the processes ``pids``, or all)."""
+    if not _SHM_OK:
+        return []
+    wanted = None if pids is None else set(pids)
+    try:
+        names = os.listdir(_SHM_DIR)
+    except OSError:
+        return []
+    out = []
+    for name in names:
+        owner = _owner_pid(name)
+        if owner is not None and (wanted is None or owner in wanted):
+            out.append(name)
+    return sorted(out)
+
+
+def sweep_segments(pids: Iterable[int] | None = None) -> int:
+    """Unlink the segment files created by the processes ``pids`` (they are dead or being killed), or with
+    ``pids=None`` those of every creator that is dead. Returns how many files were removed."""
+    removed = 0
+    for name in segment_files(pids):
+        owner = _owner_pid(name)
+        if pids is None and (owner is None or owner == os.getpid() or not _pid_dead(owner)):
+            continue
+        try:
+            os.unlink(_shm_path(name))
+            removed += 1
+        except (FileNotFoundError, PermissionError):
+            pass
+    return removed
+
+
+atexit.register(unlink_created_segments)
 
 
 class _Segment:
-    __slots__ = ("id", "name", "size", "map", "busy", "announced")
+    __slots__ = ("id", "name", "size", "map", "busy", "linked", "announced")
 
     def __init__(self, seg_id: int, size: int) -> None:
         self.id = seg_id
         self.size = size
-        self.name = f"vastnb-{os.getpid()}-{uuid.uuid4().hex[:12]}"
-        path = os.path.join(_SHM_DIR, self.name)
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        self.name = f"{SHM_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        fd = os.open(_shm_path(self.name), os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        _created.add(self.name)
+        self.linked = True
         try:
             os.ftruncate(fd, size)
             self.map = mmap.mmap(fd, size)
+        except BaseException:
+            self.unlink()
+            raise
         finally:
             os.close(fd)
         self.busy = False
-        self.announced = False
+        self.announced = False  # the peer was told the name (it maps the segment on first sight)
 
     def unlink(self) -> None:
-        try:
-            os.unlink(os.path.join(_SHM_DIR, self.name))
-        except FileNotFoundError:
-            pass
+        if self.linked:
+            self.linked = False
+            _unlink_name(self.name)
 
 
 class _SegmentPool:
-    """Segments this side writes into; reused once the peer releases them."""
+    """Segments this side writes into; reused once the peer releases them, at most ``cap`` bytes kept."""
 
-    def __init__(self) -> None:
+    def __init__(self, cap: int = SHM_POOL_BYTES, on_drop: Callable[[int], None] | None = None) -> None:
         self.segments: dict[int, _Segment] = {}
+        self.cap = cap
+        self.on_drop = on_drop  # tells the peer to unmap a dropped segment
         self._next = 1
+
+    @property
+    def size(self) -> int:
+        return sum(s.size for s in self.segments.values())
 
     def acquire(self, size: int) -> _Segment:
         best = None
@@ -81,9 +197,8 @@ class _SegmentPool:
                 best = seg
         if best is None:
             cap = max(1 << 20, 1 << (size - 1).bit_length())
-            # drop idle segments that are too small, to bound memory
             for seg in [s for s in self.segments.values() if not s.busy and s.size < cap]:
-                self._drop(seg)
+                self._drop(seg)  # idle segments too small for this payload
             best = _Segment(self._next, cap)
             self._next += 1
             self.segments[best.id] = best
@@ -91,15 +206,28 @@ class _SegmentPool:
         return best
 
     def release(self, seg_id: int) -> None:
+        """The peer has read the segment (and mapped it: its file is no longer needed)."""
         seg = self.segments.get(seg_id)
-        if seg is not None:
-            seg.busy = False
-            seg.announced = True
+        if seg is None:
+            return
+        seg.busy = False
+        seg.unlink()
+        self.trim()
+
+    def trim(self) -> None:
+        """Drop idle segments, largest first, until the pool holds at most ``cap`` bytes."""
+        total = self.size
+        for seg in sorted((s for s in self.segments.values() if not s.busy), key=lambda s: -s.size):
+            if total <= self.cap:
+                break
+            total -= seg.size
+            self._drop(seg)
+            if self.on_drop is not None:
+                self.on_drop(seg.id)
 
     def _drop(self, seg: _Segment) -> None:
         self.segments.pop(seg.id, None)
-        if not seg.announced:
-            seg.unlink()
+        seg.unlink()
         try:
             seg.map.close()
         except BufferError:
@@ -111,7 +239,7 @@ class _SegmentPool:
 
 
 class _PeerSegments:
-    """Segments the peer writes into, mapped on first sight and unlinked at once."""
+    """Segments the peer writes into, mapped on first sight (and unlinked at once) until the peer drops them."""
 
     def __init__(self) -> None:
         self.maps: dict[int, mmap.mmap] = {}
@@ -120,9 +248,9 @@ class _PeerSegments:
         m = self.maps.get(seg_id)
         if m is not None and len(m) == size:
             return m
-        if not name or "/" in name or not name.startswith("vastnb-"):
+        if not name or "/" in name or _owner_pid(name) is None:
             raise ProtocolError("unknown shared-memory segment")
-        path = os.path.join(_SHM_DIR, name)
+        path = _shm_path(name)
         fd = os.open(path, os.O_RDWR)
         try:
             if os.fstat(fd).st_size < size:
@@ -134,19 +262,25 @@ class _PeerSegments:
                 os.unlink(path)
             except FileNotFoundError:
                 pass
-        old = self.maps.pop(seg_id, None)
-        if old is not None:
-            old.close()
+        self.forget(seg_id)
         self.maps[seg_id] = m
         return m
 
-    def close(self) -> None:
-        for m in self.maps.values():
+    def forget(self, seg_id: int) -> None:
+        old = self.maps.pop(seg_id, None)
+        if old is not None:
             try:
-                m.close()
+                old.close()
             except BufferError:
                 pass
-        self.maps.clear()
+
+    @property
+    def size(self) -> int:
+        return sum(len(m) for m in self.maps.values())
+
+    def close(self) -> None:
+        for seg_id in list(self.maps):
+            self.forget(seg_id)
 
 
 # --------------------------------------------------------------------------- connection
@@ -167,7 +301,7 @@ class Connection:
         self.reader = reader
         self.writer = writer
         self.use_shm = use_shm and _SHM_OK
-        self._pool = _SegmentPool()
+        self._pool = _SegmentPool(on_drop=self._send_forget)
         self._peer = _PeerSegments()
         self.closed = False
         sock = writer.get_extra_info("socket")
@@ -245,16 +379,20 @@ class Connection:
                 raise EOFError("peer closed the connection") from exc
             kind, flags, _r1, req_id, length = HEADER.unpack(head)
             limit = MAX_INLINE if self.use_shm else (1 << 34)
-            if kind not in (KIND_MSG, KIND_RELEASE) or length > limit:
+            if kind not in (KIND_MSG, KIND_RELEASE, KIND_FORGET) or length > limit:
                 raise ProtocolError(f"bad frame header (kind {kind}, length {length})")
             try:
                 body = await self.reader.readexactly(length)
             except (asyncio.IncompleteReadError, ConnectionError) as exc:
                 raise EOFError("peer closed the connection mid-frame") from exc
-            if kind == KIND_RELEASE:
+            if kind != KIND_MSG:
                 if length != 4:
-                    raise ProtocolError("bad release frame")
-                self._pool.release(struct.unpack("<I", body)[0])
+                    raise ProtocolError("bad segment frame")
+                seg_id = struct.unpack("<I", body)[0]
+                if kind == KIND_RELEASE:
+                    self._pool.release(seg_id)
+                else:
+                    self._peer.forget(seg_id)
                 continue
             try:
                 if flags & FLAG_SHM:
@@ -271,14 +409,27 @@ class Connection:
         seg_id, seg_size, size = _SHM_DESC.unpack_from(desc, 0)
         if seg_size > MAX_SEGMENT or size > seg_size:
             raise ProtocolError("bad shared-memory descriptor")
-        m = self._peer.get(seg_id, seg_size, desc[_SHM_DESC.size :].decode("ascii", "replace"))
-        view = memoryview(m)[:size]
         try:
-            obj = _load_view(view)
-        finally:
-            view.release()
-            self.writer.write(HEADER.pack(KIND_RELEASE, 0, 0, 0, 4) + struct.pack("<I", seg_id))
-        return obj
+            m = self._peer.get(seg_id, seg_size, desc[_SHM_DESC.size :].decode("ascii", "replace"))
+            view = memoryview(m)[:size]
+            try:
+                return _load_view(view)
+            finally:
+                view.release()
+        finally:  # read (or unreadable): the creator may reuse the segment
+            self._write_control(KIND_RELEASE, seg_id)
+
+    def _send_forget(self, seg_id: int) -> None:
+        self._write_control(KIND_FORGET, seg_id)
+
+    def _write_control(self, kind: int, seg_id: int) -> None:
+        if not self.closed and not self.writer.is_closing():
+            self.writer.write(HEADER.pack(kind, 0, 0, 0, 4) + struct.pack("<I", seg_id))
+
+    @property
+    def shm_bytes(self) -> tuple[int, int]:
+        """Bytes of shared memory this side holds: ``(own pool, mapped segments of the peer)``."""
+        return self._pool.size, self._peer.size
 
     def close(self) -> None:
         if self.closed:

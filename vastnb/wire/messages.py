@@ -170,7 +170,7 @@ class Ready(Message):
 
 @dataclass(frozen=True, slots=True)
 class StartFailed(Message):
-    phase: str  # "loading" | "benchmarking"
+    phase: str  # "context <name>" (its __aenter__ failed), "loading" or "benchmarking"
     error: ErrorRecord
     phases: Sequence[tuple[str, float]] = ()
 

@@ -4,6 +4,14 @@ Start-up: the parent writes one JSON line on stdin (``{"id", "secret"}``) and
 keeps stdin open; the worker binds an ephemeral port on 127.0.0.1, prints
 ``VASTNB_WORKER_PORT=<port>`` and serves. When stdin closes (the parent died,
 kernel restart included) the worker exits: no orphans.
+
+Health checks travel on the same pipes, answered by a thread of their own: the
+parent writes ``ping`` lines on stdin and the heartbeat thread answers each with
+one JSON line on stdout (``{"lag": s, "busy": n}``: how long the event loop has
+not run, and how many requests are running). User code that blocks the event
+loop for minutes (a training step, a model load) leaves the heartbeat answering,
+so the parent sees a busy worker, not a hung one; a stopped process (SIGSTOP)
+answers nothing, and a loop stuck with no request running says so.
 """
 
 from __future__ import annotations
@@ -20,13 +28,24 @@ import time
 import traceback
 from typing import Any
 
+from ..errors import SerializationError
 from ..spec import BenchmarkSpec
-from ..wire import Connection, PayloadError, ProtocolError, format_remote_error
+from ..wire import (
+    Connection,
+    PayloadError,
+    ProtocolError,
+    dumps_payload,
+    format_remote_error,
+    sweep_segments,
+    unlink_created_segments,
+)
 from ..wire import messages as m
 from .core import WorkerCore, install_output_routing
 from .core import log_to_stderr as _log
 
 __all__ = ["main", "WorkerServer"]
+
+TICK_S = 0.2  # how often the event loop marks that it runs (the heartbeat reports the time since)
 
 
 class _Output:
@@ -63,17 +82,18 @@ class _Session:
         self.tasks: dict[int, asyncio.Task] = {}
         self.serial = asyncio.Lock()  # serial functions run one at a time, in arrival order (the lock is FIFO)
 
-    def send(self, msg: m.Message, req_id: int = 0) -> None:
+    def send(self, msg: m.Message, req_id: int = 0, what: str = "the result") -> None:
         if self.conn.closed:
             return
-        try:
+        if not (isinstance(msg, m.Result) and msg.ok):
             self.conn.send_message(msg, req_id)
-        except Exception as exc:  # noqa: BLE001 - a result that cannot be pickled
-            if isinstance(msg, m.Result) and msg.ok:
-                err = m.ErrorRecord("vastnb.errors.SerializationError", f"cannot send the result back: {exc}")
-                self.conn.send_message(m.Result(ok=False, error=err), req_id)
-            else:
-                raise
+            return
+        try:  # a value that cannot be pickled fails its request as a SerializationError, as arguments do
+            payload = dumps_payload(msg, f"{what} on worker {self.core.worker_id}")
+        except SerializationError as exc:
+            self.conn.send_message(m.Result(ok=False, error=format_remote_error(exc)), req_id)
+            return
+        self.conn.send(payload, req_id)
 
     def reply_error(self, req_id: int, exc: BaseException) -> None:
         self.send(m.Result(ok=False, error=format_remote_error(exc)), req_id)
@@ -115,12 +135,15 @@ class _Session:
         elif isinstance(msg, m.Ping):
             self.send(self.server.stats(self), req_id)
         elif isinstance(msg, m.Install):
+            self.server.requests += 1  # loading code may import modules for seconds: busy, not hung
             try:
                 for item in msg.functions:
                     self.core.install(item)
                 self.send(m.Ack(), req_id)
             except Exception as exc:  # noqa: BLE001
                 self.send(m.Ack(error=format_remote_error(exc)), req_id)
+            finally:
+                self.server.requests -= 1
         elif isinstance(msg, m.Init):
             self._spawn(req_id, self._init(req_id, msg))
         elif isinstance(msg, m.EnterContexts):
@@ -137,10 +160,14 @@ class _Session:
     def _spawn(self, req_id: int, coro: Any) -> None:
         task = asyncio.create_task(coro)
         self.tasks[req_id] = task
+        self.server.requests += 1
         task.add_done_callback(functools.partial(self._forget, req_id))
 
-    def _forget(self, req_id: int, _task: asyncio.Task) -> None:
+    def _forget(self, req_id: int, task: asyncio.Task) -> None:
         self.tasks.pop(req_id, None)
+        self.server.requests -= 1
+        if task.cancelled():  # cancelled before its first step (its Cancel came in the same read): it never answered
+            self.send(m.Result(ok=False, cancelled=True), req_id)
 
     async def _serial_call(self, req_id: int, msg: m.CallFunction) -> None:
         try:
@@ -171,22 +198,32 @@ class _Session:
             self.server.inflight -= 1
             self.server.calls_done += 1
         out.flush()
-        self.send(m.Result(ok=True, value=value), req_id)
+        entry = self.core.functions.get(msg.fn)
+        self.send(m.Result(ok=True, value=value), req_id, f"the result of {entry.name if entry else 'the function'}()")
+
+    async def _enter(self, context: Any, failed: list[str]) -> float:
+        try:
+            return await self.core.enter_context(context)
+        except BaseException:
+            failed.append(context.name)
+            raise
 
     async def _init(self, req_id: int, msg: m.Init) -> None:
         phases: list[tuple[str, float]] = []
+        failed: list[str] = []
         try:
             for item in msg.functions:
                 self.core.install(item)
             self.send(m.StateChanged("loading", phases), req_id)
             if msg.contexts:
                 t0 = time.perf_counter()
-                spent = await asyncio.gather(*(self.core.enter_context(c) for c in msg.contexts))
+                spent = await asyncio.gather(*(self._enter(c, failed) for c in msg.contexts))
                 for c, secs in zip(msg.contexts, spent):
                     phases.append((f"context {c.name}", secs))
                 _log(f"entered {len(msg.contexts)} context(s) in {time.perf_counter() - t0:.3f}s")
         except BaseException as exc:  # noqa: BLE001
-            self.send(m.StartFailed("loading", format_remote_error(exc), phases), req_id)
+            phase = f"context {failed[0]}" if failed else "loading"  # which phase the views mark as failed
+            self.send(m.StartFailed(phase, format_remote_error(exc), phases), req_id)
             return
         score = None
         if msg.benchmark is not None:
@@ -232,7 +269,7 @@ class _Session:
             self.reply_error(req_id, exc)
             return
         out.flush()
-        self.send(m.Result(ok=True, value=value), req_id)
+        self.send(m.Result(ok=True, value=value), req_id, "the values the cell returns and pulls")
 
     async def _stop(self, req_id: int, msg: m.Stop) -> None:
         deadline = time.monotonic() + float(msg.grace)
@@ -251,7 +288,18 @@ class WorkerServer:
         self.inflight = 0
         self.calls_done = 0
         self.refused = 0
+        self.requests = 0  # requests running (calls, cells, contexts, benchmarks, installs): user code
+        self.tick = time.monotonic()  # the event loop's last mark that it runs
         self._stopped: asyncio.Event | None = None
+
+    def health(self) -> dict[str, float]:
+        """What the heartbeat thread answers: seconds since the event loop last ran, and requests running."""
+        return {"lag": round(max(0.0, time.monotonic() - self.tick), 3), "busy": self.requests}
+
+    def _mark(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.tick = time.monotonic()
+        if self._stopped is not None and not self._stopped.is_set():
+            loop.call_later(TICK_S, self._mark, loop)
 
     def stats(self, session: _Session) -> m.Pong:
         gpu_memory_mb = None
@@ -281,8 +329,9 @@ class WorkerServer:
         self._stopped = asyncio.Event()
         server = await asyncio.start_server(self._handle, "127.0.0.1", 0, limit=1 << 16)
         port = server.sockets[0].getsockname()[1]
-        announce(port)
         loop = asyncio.get_running_loop()
+        self._mark(loop)
+        announce(port)
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
                 loop.add_signal_handler(sig, self.stop)
@@ -293,16 +342,33 @@ class WorkerServer:
         await asyncio.wait_for(self.core.exit_contexts(), 5.0)
 
 
-def _watch_parent(loop: asyncio.AbstractEventLoop, server: WorkerServer) -> None:
-    """Exit when the parent closes our stdin (it died, or shut us down)."""
+def _heartbeat(loop: asyncio.AbstractEventLoop, server: WorkerServer, out: Any) -> None:
+    """Answer each ``ping`` line on stdin with the server's health on ``out``, off the event loop; exit when the
+    parent closes our stdin (it died, or shut us down)."""
     try:
-        while sys.stdin.buffer.read(65536):
-            pass
-    except Exception:  # noqa: BLE001
+        for line in sys.stdin:
+            if line.strip() == "ping":
+                out.write(json.dumps(server.health()) + "\n")
+                out.flush()
+    except Exception:  # noqa: BLE001 - the parent is gone
         pass
-    loop.call_soon_threadsafe(server.stop)
+    try:
+        loop.call_soon_threadsafe(server.stop)
+    except RuntimeError:  # the loop already closed
+        pass
     time.sleep(6.0)
-    os._exit(0)
+    _exit(0)
+
+
+_PARENT = 0  # the process that started this worker (set in main)
+
+
+def _exit(code: int) -> None:
+    """Leave no shared memory behind: ours, and the parent's that we never read if the parent died."""
+    unlink_created_segments()
+    if _PARENT and os.getppid() != _PARENT:  # re-parented: the parent is dead
+        sweep_segments([_PARENT])
+    os._exit(code)
 
 
 def _set_parent_death_signal() -> None:
@@ -317,6 +383,8 @@ def _set_parent_death_signal() -> None:
 
 
 def main() -> None:
+    global _PARENT
+    _PARENT = os.getppid()
     _set_parent_death_signal()
     config = json.loads(sys.stdin.readline())
     server = WorkerServer(config["id"], bytes.fromhex(config["secret"]))
@@ -327,13 +395,12 @@ def main() -> None:
 
     def announce(port: int) -> None:
         real_stdout.write(f"VASTNB_WORKER_PORT={port}\n")
-        real_stdout.flush()
-        real_stdout.close()
+        real_stdout.flush()  # from here on only the heartbeat thread writes there
+        threading.Thread(target=_heartbeat, args=(asyncio.get_running_loop(), server, real_stdout), daemon=True,
+                         name="vastnb-heartbeat").start()
         _log(f"worker {config['id']} (pid {os.getpid()}) serving on 127.0.0.1:{port}")
 
     async def run() -> None:
-        loop = asyncio.get_running_loop()
-        threading.Thread(target=_watch_parent, args=(loop, server), daemon=True).start()
         await server.serve(announce)
 
     from .._aio import new_event_loop
@@ -344,6 +411,6 @@ def main() -> None:
         loop.run_until_complete(run())
     except Exception:  # noqa: BLE001
         traceback.print_exc()
-        os._exit(1)
+        _exit(1)
     _log("worker stopped")
-    os._exit(0)
+    _exit(0)

@@ -7,6 +7,7 @@ named in ``stop``), as :func:`vastnb.autoscaling.simulate` does.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from typing import TYPE_CHECKING, Callable
 
@@ -34,12 +35,19 @@ class Autoscaler:
     """Vast's autoscaling policy over the runtime's live state, one control period at a time."""
 
     def __init__(self, settings: AutoscalingSettings, started_at: float, *,
-                 scale_down_cooldown: float = SCALE_DOWN_COOLDOWN_S) -> None:
+                 scale_down_cooldown: float = SCALE_DOWN_COOLDOWN_S, cold_cap: int | None = None) -> None:
         self.settings = settings
         self.state = PolicyState()
         self.meter = LoadMeter(started_at=started_at)
         self.seen = 0
         self.scale_down_cooldown = scale_down_cooldown
+        self.cold_cap = cold_cap  # the local backend's max_cold_workers: Vast's settings stay as declared
+
+    def local_settings(self) -> AutoscalingSettings:
+        """The settings the policy runs with here: ``cold_workers`` lowered to ``cold_cap``."""
+        if self.cold_cap is None or self.settings.effective_cold_workers <= self.cold_cap:
+            return self.settings
+        return dataclasses.replace(self.settings, cold_workers=self.cold_cap)
 
     def view(self, runtime: "LocalBackend", now: float) -> ScalingView:
         fresh = runtime.arrivals_total - self.seen
@@ -60,6 +68,6 @@ class Autoscaler:
         )
 
     def __call__(self, runtime: "LocalBackend", now: float) -> Recommendation:
-        rec, self.state = decide(self.view(runtime, now), self.settings, self.state,
+        rec, self.state = decide(self.view(runtime, now), self.local_settings(), self.state,
                                  scale_down_cooldown=self.scale_down_cooldown)
         return rec

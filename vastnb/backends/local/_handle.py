@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ...events import WorkerSnapshot, WorkerState
+from ...events import BUSY_WINDOW_S, WorkerSnapshot, WorkerState
 from ...spec import FunctionSpec
 from ...wire import Connection, Payload
 
@@ -61,9 +61,53 @@ class WorkerHandle:
     sinks: dict[int, Any] = field(default_factory=dict)  # output of control requests (cells)
     log: collections.deque = field(default_factory=lambda: collections.deque(maxlen=2000))
     stopping: bool = False
-    ping_sent: float | None = None
+    ping_sent: float | None = None  # a stats Ping on the connection waits for its Pong (never a hang verdict)
     idle_since: float | None = None  # monotonic time the worker last became idle; None while busy
     tasks: list[asyncio.Task] = field(default_factory=list)
+    # health: the worker's heartbeat thread answers pings on its stdin/stdout pipes, off its event loop
+    heartbeat_at: float | None = None  # monotonic time of the last heartbeat answer (None before serving)
+    ping_written: float = 0.0
+    loop_lag: float = 0.0  # seconds the worker's event loop had not run, as of the last heartbeat
+    busy_requests: int = 0  # requests running on the worker, as of the last heartbeat
+    failed_phase: str | None = None  # the start-up phase that failed
+    # how busy: spans of time with calls on the worker (monotonic), kept for BUSY_WINDOW_S
+    busy_since: float | None = None
+    busy_spans: collections.deque = field(default_factory=lambda: collections.deque(maxlen=4096))
+    serving_since: float | None = None  # monotonic time the worker became ready
+    service_mark: float | None = None  # monotonic time its current call began taking the worker's time
+
+    def mark_busy(self, now: float) -> None:
+        """A call went to the worker (start of a busy span if it was idle)."""
+        if self.busy_since is None:
+            self.busy_since = now
+            self.service_mark = now
+
+    def mark_idle(self, now: float) -> None:
+        """The worker has no call left (end of its busy span)."""
+        if self.busy_since is not None:
+            self.busy_spans.append((self.busy_since, now))
+            self.busy_since = None
+        self.service_mark = None
+        cutoff = now - BUSY_WINDOW_S
+        while self.busy_spans and self.busy_spans[0][1] < cutoff:
+            self.busy_spans.popleft()
+
+    def busy_share(self, now: float) -> float | None:
+        """Share of the last BUSY_WINDOW_S seconds (or of the time since it became ready, if shorter) with calls
+        on the worker: 1.0 while one call runs the whole time, however long it blocks."""
+        if self.serving_since is None:
+            return None if self.state.alive else 0.0
+        if not self.state.alive:
+            return 0.0
+        start = max(now - BUSY_WINDOW_S, self.serving_since)
+        span = now - start
+        if span <= 0:
+            return 1.0 if self.busy_since is not None else 0.0
+        since = self.busy_since
+        busy = sum(max(0.0, min(e, now) - max(b, start)) for b, e in list(self.busy_spans))  # views' threads too
+        if since is not None:
+            busy += max(0.0, now - max(since, start))
+        return min(1.0, busy / span)
 
     @property
     def serving(self) -> bool:
@@ -73,7 +117,7 @@ class WorkerHandle:
     def pid(self) -> int | None:
         return self.process.pid if self.process is not None else None
 
-    def snapshot(self, code_version: str = "") -> WorkerSnapshot:
+    def snapshot(self, code_version: str = "", now: float | None = None) -> WorkerSnapshot:
         return WorkerSnapshot(
             id=self.id,
             state=self.state,
@@ -91,4 +135,6 @@ class WorkerHandle:
             pid=self.pid,
             gpu_memory_mb=self.gpu_memory_mb,
             calls_done=self.calls_done,
+            busy_share=self.busy_share(time.monotonic() if now is None else now),
+            failed_phase=self.failed_phase,
         )

@@ -4,6 +4,13 @@ A call waits in one queue in the runtime and goes to the serving worker with
 the lowest expected wait (workload in flight ÷ perf score), a few calls deep per
 worker so workers never idle between calls. A worker that dies hands its calls
 back to the queue (up to each function's ``retries``).
+
+A call that would wait longer than its ``max_queue_time`` is refused at once
+(``QueueTimeout``). The wait is estimated from what the workers really do: the
+worker time each function's calls took lately (:class:`ServiceTimes`), or, before
+any finished, the benchmark's perf score for the benchmarked function. A call
+whose cost nothing has measured yet counts as free, so no call is refused on a
+made-up figure.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import itertools
 import time
 from typing import TYPE_CHECKING, Any
 
-from ...errors import CallTimeout, QueueTimeout, WorkerLost
+from ...errors import CallTimeout, QueueTimeout, WorkerLost, WorkerStartError
 from ...events import WorkerState
 from ...spec import FunctionSpec
 from ...wire import build_remote_exception
@@ -24,39 +31,54 @@ from ._handle import Call, WorkerHandle
 if TYPE_CHECKING:
     import asyncio
 
-__all__ = ["CallQueue", "Routing", "within"]
+__all__ = ["CallQueue", "Routing", "ServiceTimes", "within"]
 
 SERIAL_WINDOW = 8  # calls in flight per worker for serial functions (one runs, the rest wait on the worker)
 PARALLEL_WINDOW = 64
 
 
 class CallQueue:
-    """The runtime's FIFO of calls waiting for a worker, keeping their total workload."""
+    """The runtime's FIFO of calls waiting for a worker, keeping their total workload and, per function, their
+    count and workload (what the queue-time estimate needs without walking the queue)."""
 
     def __init__(self) -> None:
         self._calls: collections.deque[Call] = collections.deque()
         self.load = 0.0
+        self.by_function: dict[str, list[float]] = {}  # name -> [calls, workload]
+
+    def _add(self, call: Call, sign: int) -> None:
+        entry = self.by_function.setdefault(call.fn.name, [0.0, 0.0])
+        entry[0] += sign
+        entry[1] += sign * call.workload
+        if entry[0] <= 0:
+            del self.by_function[call.fn.name]
+        self.load = max(0.0, self.load + sign * call.workload) if self._calls else 0.0
 
     def append(self, call: Call) -> None:
         self._calls.append(call)
-        self.load += call.workload
+        self._add(call, 1)
 
     def appendleft(self, call: Call) -> None:
         self._calls.appendleft(call)
-        self.load += call.workload
+        self._add(call, 1)
 
     def popleft(self) -> Call:
         call = self._calls.popleft()
-        self.load = max(0.0, self.load - call.workload) if self._calls else 0.0
+        self._add(call, -1)
         return call
 
     def remove(self, call: Call) -> None:
         self._calls.remove(call)
-        self.load = max(0.0, self.load - call.workload) if self._calls else 0.0
+        self._add(call, -1)
 
     def clear(self) -> None:
         self._calls.clear()
         self.load = 0.0
+        self.by_function.clear()
+
+    def waiting(self) -> int:
+        """Calls still waiting (cancelled ones leave the queue when they reach its head). Thread-safe."""
+        return sum(1 for call in list(self._calls) if not call.future.done())
 
     def __getitem__(self, i: int) -> Call:
         return self._calls[i]
@@ -68,12 +90,37 @@ class CallQueue:
         return len(self._calls)
 
 
+class ServiceTimes:
+    """Worker time per call, per function, as observed: on each finished call, the time since the worker's
+    previous call finished (or since it got work). For a serial function that is the call's run time; for
+    parallel calls it is run time ÷ concurrency: what one more call costs the worker, either way."""
+
+    SAMPLES = 64
+
+    def __init__(self) -> None:
+        self._samples: dict[str, collections.deque[float]] = {}
+        self._sums: dict[str, float] = {}
+
+    def record(self, name: str, seconds: float) -> None:
+        samples = self._samples.setdefault(name, collections.deque())
+        if len(samples) == self.SAMPLES:
+            self._sums[name] -= samples.popleft()
+        samples.append(seconds)
+        self._sums[name] = self._sums.get(name, 0.0) + seconds
+
+    def mean(self, name: str) -> float | None:
+        samples = self._samples.get(name)
+        return max(0.0, self._sums[name] / len(samples)) if samples else None
+
+
 class Routing:
     """The call-path half of :class:`~vastnb.backends.local.LocalBackend` (runs on the runtime's loop)."""
 
     # provided by LocalBackend
     workers: dict[str, WorkerHandle]
     pending: CallQueue
+    service: ServiceTimes
+    spec: Any  # vastnb.spec.DeploymentSpec
     arrival_log: collections.deque[tuple[float, float]]
     queue_times: collections.deque[tuple[float, float]]
     arrivals_total: int
@@ -86,13 +133,14 @@ class Routing:
         def _send(self, handle: WorkerHandle, msg: m.Message, req_id: int = 0) -> None: ...
         def _publish_worker(self, handle: WorkerHandle, immediate: bool = True) -> None: ...
         def _shut_down_error(self) -> Exception: ...
+        def _start_error(self, fn: FunctionSpec) -> WorkerStartError | None: ...
 
     # ------------------------------------------------------------------ figures
     def serving(self) -> list[WorkerHandle]:
-        return [h for h in self.workers.values() if h.serving]
+        return [h for h in list(self.workers.values()) if h.serving]  # list(): views call this from their threads
 
     def default_perf(self) -> float:
-        known = [h.perf_score for h in self.workers.values() if h.perf_score]
+        known = [h.perf_score for h in list(self.workers.values()) if h.perf_score]
         return sum(known) / len(known) if known else 100.0
 
     def capacity(self) -> float:
@@ -113,12 +161,28 @@ class Routing:
     def last_activity(self) -> float | None:
         return self.arrival_log[-1][0] if self.arrival_log else None
 
-    def estimated_wait(self, extra: float = 0.0) -> float | None:
+    def seconds_per_call(self, name: str, workload: float = 0.0, calls: float = 1.0) -> float:
+        """Worker seconds that ``calls`` calls of function ``name`` (together ``workload`` units) will take:
+        observed, else the benchmark's perf score for the benchmarked function, else 0 (not measured yet)."""
+        seen = self.service.mean(name)
+        if seen is not None:
+            return calls * seen
+        if name == self.spec.benchmark:
+            scores = [h.perf_score for h in self.serving() if h.perf_score]
+            if scores:
+                return workload / (sum(scores) / len(scores))
+        return 0.0
+
+    def estimated_wait(self) -> float | None:
+        """Seconds a call arriving now would wait for a worker: the measured work queued and on the workers,
+        spread over the serving workers (None when none serves)."""
         serving = self.serving()
         if not serving:
             return None
-        queued = self.pending.load + sum(h.load for h in serving) + extra
-        return queued / max(self.capacity(), 1e-9)
+        work = sum(self.seconds_per_call(name, workload, calls) for name, (calls, workload) in self.pending.by_function.items())
+        for h in serving:
+            work += sum(self.seconds_per_call(c.fn.name, c.workload) for c in h.inflight.values())
+        return work / len(serving)
 
     # ------------------------------------------------------------------ calls
     def _enqueue(self, call: Call) -> None:
@@ -127,8 +191,12 @@ class Routing:
         if self.state in ("shut down", "shutting down"):
             self._fail(call, self._shut_down_error())
             return
-        wait = self.estimated_wait(call.workload)
-        if wait is not None and wait > call.fn.max_queue_time and call.kind == "call":
+        start_error = self._start_error(call.fn)
+        if start_error is not None:  # no worker serves and starts keep failing: waiting would be in vain
+            self._fail(call, start_error)
+            return
+        wait = self.estimated_wait() if call.kind == "call" else None
+        if wait is not None and wait > call.fn.max_queue_time:
             self._fail(call, QueueTimeout(
                 f"{call.fn.name}() would wait about {wait:.1f} s in the queue, more than its max_queue_time of "
                 f"{call.fn.max_queue_time:g} s. Add workers (app.configure_autoscaling(max_workers=...)), "
@@ -175,7 +243,9 @@ class Routing:
         handle.inflight[call.id] = call
         handle.idle_since = None
         handle.load += call.workload
-        self.queue_times.append((time.monotonic(), time.monotonic() - call.created))
+        now = time.monotonic()
+        handle.mark_busy(now)
+        self.queue_times.append((now, now - call.created))
         try:
             handle.conn.send(call.payload, call.id)
         except Exception as exc:  # noqa: BLE001 - connection already gone: the reader will requeue
@@ -188,8 +258,13 @@ class Routing:
         handle.inflight.pop(call.id, None)
         handle.load = max(0.0, handle.load - call.workload)
         handle.calls_done += 1
+        now = time.monotonic()
+        if handle.service_mark is not None and not result.cancelled:
+            self.service.record(call.fn.name, now - handle.service_mark)
+        handle.service_mark = now
         if not handle.inflight:
-            handle.idle_since = time.monotonic()
+            handle.idle_since = now
+            handle.mark_idle(now)
         if not handle.inflight and handle.state == WorkerState.BUSY:
             handle.state = WorkerState.READY
             self._publish_worker(handle, immediate=False)
@@ -244,6 +319,7 @@ class Routing:
         """A worker is gone: its calls go back to the queue (up to their retries) or fail with WorkerLost."""
         calls, handle.inflight = list(handle.inflight.values()), {}
         handle.load = 0.0
+        handle.mark_idle(time.monotonic())
         for call in reversed(calls):
             if call.future.done():
                 continue

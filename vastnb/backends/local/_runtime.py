@@ -20,35 +20,43 @@ import itertools
 import os
 import secrets
 import signal
+import sys
 import time
 from collections.abc import Sequence
 from typing import Any, Callable
 
 from ..._aio import LoopThread
 from ...autoscaling import SCALE_DOWN_COOLDOWN_S, AutoscalingSettings, Recommendation
-from ...errors import ConfigurationError, DeploymentShutDown, NotSupportedByBackend, WorkerStartError
+from ...errors import ConfigurationError, DeploymentShutDown, NotSupportedByBackend
 from ...events import AutoscalerSnapshot, Decision, DeploymentSnapshot, Event, EventBus, EventKind, WorkerState
 from ...spec import DeploymentSpec
 from ...wire import messages as m
+from ...wire import sweep_segments
 from .._protocol import CallRequest, CellRequest, OutputSink
 from ._autoscaler import Autoscaler, ScalePolicy
 from ._gpus import matching_gpus
 from ._handle import Call, WorkerHandle
-from ._routing import CallQueue, Routing
+from ._machine import CPU_WORKER_CAP, ColdCap, check_cold_cap, cold_cap, cold_cap_notice, wait_dead
+from ._routing import CallQueue, Routing, ServiceTimes
 from ._workers import WorkerProcesses, close_pipes
 
 __all__ = ["LocalBackend"]
 
-CPU_WORKER_CAP = 8  # workers on a machine without GPUs (they share its cores)
+STOPPED_KEPT = 16  # stopped workers kept for the views (with their logs); older ones are dropped
+LOAD_WINDOW_S = 5.0  # the load a snapshot shows: workload units per second that arrived over this window
 
 
 class LocalBackend(WorkerProcesses, Routing):
     """Worker processes on this machine, one deployment's worth. ``Deployment(backend="local")`` builds one.
 
     Options: ``workers_per_gpu`` (workers sharing each GPU), ``health_check_timeout`` (seconds a worker may
-    leave a health check unanswered before it is replaced), ``start_timeout`` (seconds a worker process has to
-    start listening), ``control_period`` (seconds between autoscaler decisions) and ``scale_down_cooldown``
-    (seconds the load must stay low before idle workers are drained; Vast's engine uses 30).
+    leave a health check unanswered before it is replaced; a worker running a long call still answers),
+    ``start_timeout`` (seconds a worker process has to start listening), ``control_period`` (seconds between
+    autoscaler decisions), ``scale_down_cooldown`` (seconds the load must stay low before idle workers are
+    drained; Vast's engine uses 30) and ``max_cold_workers`` (the most workers kept started on this machine
+    when idle: by default one per GPU slot, or one per CPU core on a machine without GPUs, so Vast's default
+    ``cold_workers=5`` does not start five processes on a 2-core laptop; ``None`` starts what the settings
+    say; a notice on stderr says when the cap applies). Vast and the export keep the settings as declared.
     """
 
     name = "local"
@@ -62,10 +70,12 @@ class LocalBackend(WorkerProcesses, Routing):
         start_timeout: float = 60.0,
         control_period: float = 0.5,
         scale_down_cooldown: float = SCALE_DOWN_COOLDOWN_S,
+        max_cold_workers: ColdCap = "machine",
         events: EventBus | None = None,
     ) -> None:
         if isinstance(workers_per_gpu, bool) or not isinstance(workers_per_gpu, int) or workers_per_gpu < 1:
             raise ConfigurationError(f"`workers_per_gpu` must be an integer >= 1. Instead got {workers_per_gpu!r}.")
+        check_cold_cap(max_cold_workers)
         for label, value in (("health_check_timeout", health_check_timeout), ("start_timeout", start_timeout),
                              ("control_period", control_period)):
             _check_seconds(label, value)
@@ -75,6 +85,8 @@ class LocalBackend(WorkerProcesses, Routing):
         self.start_timeout = float(start_timeout)
         self.control_period = float(control_period)
         self.scale_down_cooldown = float(scale_down_cooldown)
+        self.max_cold_workers = max_cold_workers
+        self.stopped_kept = STOPPED_KEPT  # stopped workers the views still see
         self.events = events or EventBus()
         self.spec = DeploymentSpec(name="")
         self.policy: ScalePolicy | None = None
@@ -95,9 +107,14 @@ class LocalBackend(WorkerProcesses, Routing):
         self.arrival_log: collections.deque[tuple[float, float]] = collections.deque(maxlen=100_000)
         self.queue_times: collections.deque[tuple[float, float]] = collections.deque(maxlen=10_000)
         self.arrivals_total = 0
+        self.service = ServiceTimes()
         self.start_failures = 0
         self.next_start_at = 0.0
         self.last_start_error: str | None = None
+        self.last_start_cause: BaseException | None = None
+        self.start_summary: str | None = None
+        self._health_at = time.monotonic()
+        self.shown_load = self.shown_queue_time = 0.0  # figured on the loop each control period, read by snapshots
         self.ready_waiters: list[asyncio.Future] = []
         self._dirty: set[str] = set()
         self._flush_scheduled = False
@@ -122,9 +139,11 @@ class LocalBackend(WorkerProcesses, Routing):
         self.env = dict(spec.image.envs) if spec.image is not None else {}
         self.cwd = os.getcwd()
         self.spec = spec
+        sweep_segments()  # shared memory left by processes that died before they could remove it
         if self.policy is None:
             self.policy = Autoscaler(spec.autoscaling or AutoscalingSettings(), time.monotonic(),
-                                     scale_down_cooldown=self.scale_down_cooldown)
+                                     scale_down_cooldown=self.scale_down_cooldown, cold_cap=self.cold_cap())
+        self._announce_cold_cap()
         self._thread = LoopThread(f"vastnb-{spec.name}")
         self.state = "starting"
         self._thread.run(self._start())
@@ -140,13 +159,27 @@ class LocalBackend(WorkerProcesses, Routing):
         want = max(1, settings.cold_workers)
         want = min(want, settings.max_workers or want)
         cap = self.machine_max_workers()
-        return min(want, cap) if cap else want
+        want = min(want, cap) if cap else want
+        cold_cap = self.cold_cap()
+        return max(1, min(want, cold_cap)) if cold_cap is not None else want
+
+    def cold_cap(self) -> int | None:
+        """The most cold workers this machine keeps started (``max_cold_workers``), None for no cap."""
+        return cold_cap(self.max_cold_workers, len(self._machine_slots()))
+
+    def _announce_cold_cap(self) -> None:
+        settings = self.spec.autoscaling or AutoscalingSettings()
+        notice = cold_cap_notice(self.spec.name, settings.effective_cold_workers, self.max_cold_workers,
+                                 len(self._machine_slots()))
+        if notice is not None:
+            print(notice, file=sys.stderr)
 
     def wait_ready(self, min_ready: int = 1) -> "concurrent.futures.Future[None]":
         """A future that resolves when ``min_ready`` workers serve, or fails when none can start."""
         return self._submit(self._wait_ready(min_ready))
 
     def submit(self, request: CallRequest) -> "concurrent.futures.Future[Any]":
+        """Queue one call (thread-safe); the future fails at once when it cannot run (see ``_enqueue``)."""
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         call = Call(id=next(self._ids), fn=request.function, payload=request.payload, workload=request.workload,
                     future=future, sink=request.sink, kind=request.kind)
@@ -172,27 +205,49 @@ class LocalBackend(WorkerProcesses, Routing):
         return self._submit(self._benchmark(fn.benchmark))
 
     def snapshot(self) -> DeploymentSnapshot:
-        workers = tuple(h.snapshot(self._code_version(h)) for h in list(self.workers.values()))
+        """The deployment now. A shut-down one reads stopped and zero: every worker stopped, no load, no capacity,
+        nothing queued."""
+        now = time.monotonic()
+        down = self.state == "shut down"
+        workers = tuple(self._worker_snapshot(h, now, down) for h in list(self.workers.values()))
         last = self.decisions[-1] if self.decisions else None
-        figures = self.autoscaler
-        if figures is not None and last is not None and figures.last_decision != last:
-            figures = dataclasses.replace(figures, last_decision=last)
+        figures = self.autoscaler or AutoscalerSnapshot(target_util=0.9, target_workers=self.target,
+                                                         max_workers=self.target)
+        figures = dataclasses.replace(
+            figures, last_decision=last,
+            load=0.0 if down else self.shown_load,  # decays to 0 within LOAD_WINDOW_S of the last call
+            capacity=0.0 if down else self.capacity(),  # serving workers only
+            queue_time=0.0 if down else self.shown_queue_time,
+            **({"target_workers": 0} if down else {}))
+        failing = not down and self.failing()
         return DeploymentSnapshot(
             name=self.spec.name,
             backend=self.name,
-            state=self.state,
+            state="failing" if failing else self.state,
             workers=workers,
-            autoscaler=figures or AutoscalerSnapshot(
-                load=self.load_rate(), capacity=self.capacity(), target_util=0.9, queue_time=self.recent_queue_time(),
-                target_queue_time=None, target_workers=self.target, max_workers=self.target, last_decision=last,
-            ),
+            autoscaler=figures,
             decisions=tuple(self.decisions),
             history=tuple(self.history),
             code_version=self.spec.code_version,
             time=time.time(),
+            queued=0 if down else self.pending.waiting(),
+            benchmark_function=self.spec.benchmark,
+            start_failures=self.start_failures,
+            start_error=self.start_summary if self.start_failures else None,
         )
 
+    def _worker_snapshot(self, handle: WorkerHandle, now: float, down: bool) -> Any:
+        snap = handle.snapshot(self._code_version(handle), now)
+        if down and snap.state != WorkerState.STOPPED:  # error workers keep their error text and failed phase
+            snap = dataclasses.replace(snap, state=WorkerState.STOPPED, load=0.0, queue=0, busy_share=0.0,
+                                       stopped_at=snap.stopped_at or time.time())
+        return snap
+
     def logs(self, worker: str | None = None) -> dict[str, list[str]]:
+        if worker is not None and worker not in self.workers:
+            known = ", ".join(self.workers) or "none"
+            raise LookupError(f"no worker {worker!r} in deployment {self.spec.name!r} (known: {known}; only the last "
+                              f"{self.stopped_kept} stopped workers are kept).")
         handles = [self.workers[worker]] if worker else list(self.workers.values())
         return {h.id: list(h.log) for h in handles}
 
@@ -222,14 +277,21 @@ class LocalBackend(WorkerProcesses, Routing):
         self.state = "shut down"
 
     def kill_all_now(self) -> None:
-        """Last resort at interpreter exit: SIGKILL every worker process group."""
+        """Last resort at interpreter exit: SIGKILL every worker process group, then remove the shared memory they
+        created that nobody read (this process's own segments are removed by the wire's exit hook)."""
+        pids = []
         for h in list(self.workers.values()):
             proc = h.process
+            if proc is not None:
+                pids.append(proc.pid)
             if proc is not None and proc.returncode is None:
                 try:
                     os.killpg(proc.pid, signal.SIGKILL)
                 except (ProcessLookupError, PermissionError):
                     pass
+        if pids:
+            wait_dead(pids, 2.0)
+            sweep_segments(pids)
 
     # ================================================================== drills
     def kill_worker(self, worker_id: str, sig: int = signal.SIGKILL) -> None:
@@ -289,9 +351,10 @@ class LocalBackend(WorkerProcesses, Routing):
         """Ask the policy, then apply its recommendation as returned: start ``start``, drain the workers in ``stop``."""
         assert self.policy is not None
         now = time.monotonic()
+        self.shown_load, self.shown_queue_time = self.load_rate(LOAD_WINDOW_S), self.recent_queue_time()
         rec = self.policy(self, now)
         if isinstance(self.policy, Autoscaler):
-            self.autoscaler = rec.to_snapshot(self.policy.settings)
+            self.autoscaler = rec.to_snapshot(self.policy.local_settings())
         if rec.target != self.target or rec.reason != self.reason:
             current = sum(1 for h in self.workers.values() if h.state.alive)
             decision = Decision(time=time.time(), current=current, target=rec.target, reason=rec.reason)
@@ -313,7 +376,16 @@ class LocalBackend(WorkerProcesses, Routing):
             if handle is not None and handle.state.alive and not handle.stopping:
                 asyncio.create_task(self._drain(handle))
 
+    def _prune_stopped(self) -> None:
+        """Keep the last ``stopped_kept`` stopped workers (views show them); drop older ones and their logs."""
+        gone = [h for h in self.workers.values() if not h.state.alive and (h.process is None or h.process.returncode
+                is not None) and not h.inflight and all(t.done() for t in h.tasks)]
+        gone.sort(key=lambda h: h.stopped_at or 0.0)
+        for h in gone[: max(0, len(gone) - self.stopped_kept)]:
+            del self.workers[h.id]
+
     def _sample_history(self) -> None:
+        self._prune_stopped()
         counts: dict[str, int] = {}
         for h in self.workers.values():
             if h.state in (WorkerState.STOPPED,) and h.stopped_at and time.time() - h.stopped_at > 60:
@@ -330,11 +402,9 @@ class LocalBackend(WorkerProcesses, Routing):
             starting = [h for h in self.workers.values() if h.state.starting]
             if serving and not starting and self.start_failures > 0:
                 return  # some workers serve and the others keep failing: go on with what there is
-            if not starting and self.start_failures >= 3 and self.last_start_error:
-                raise WorkerStartError(
-                    f"no worker of deployment {self.spec.name!r} could start ({self.start_failures} attempts). "
-                    f"The last one failed with:\n{self.last_start_error}"
-                )
+            error = self._start_error()
+            if error is not None:
+                raise error
             if self.state in ("shut down", "shutting down"):
                 raise self._shut_down_error()
             fut = self.loop.create_future()
@@ -353,6 +423,8 @@ class LocalBackend(WorkerProcesses, Routing):
     async def _update(self, spec: DeploymentSpec) -> None:
         changed_contexts = [c for n, c in spec.contexts.items()
                             if n not in self.spec.contexts or self.spec.contexts[n].hash != c.hash]
+        if spec.code_version != self.spec.code_version and self.start_failures:
+            self.start_failures, self.next_start_at = 0, 0.0  # new code: starting workers is worth trying again
         self.spec = spec
         waits = []
         for handle in self.workers.values():

@@ -5,6 +5,17 @@ a GPU when the machine has matching ones, listening on 127.0.0.1 for the runtime
 authenticated connection. What it reports (typed :mod:`vastnb.wire.messages`)
 moves its :class:`~vastnb.backends.local._handle.WorkerHandle` through the states
 of :class:`vastnb.events.WorkerState` and out as events.
+
+Health: a thread in the worker answers pings on its stdin/stdout pipes, off its
+event loop, so a call that blocks the loop for minutes leaves the worker busy,
+not hung. A worker is replaced when it stops answering for ``health_check_timeout``
+(a stopped or frozen process) or reports its loop stuck that long with nothing
+running (a deadlock in the worker).
+
+Start failures: workers that fail before serving are respawned with a growing
+delay. After ``FAILING_AFTER`` failures in a row with no worker serving, calls
+fail at once with the start error; after ``START_ATTEMPTS`` no more starts are
+made until the code changes (``update``).
 """
 
 from __future__ import annotations
@@ -18,13 +29,20 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from ...errors import WorkerStartError
 from ...events import Event, EventBus, EventKind, WorkerState
-from ...spec import DeploymentSpec
-from ...wire import Connection, build_remote_exception
+from ...spec import DeploymentSpec, FunctionSpec
+from ...wire import Connection, build_remote_exception, sweep_segments
 from ...wire import messages as m
 from ._handle import Call, WorkerHandle
 
-__all__ = ["WorkerProcesses", "close_pipes"]
+__all__ = ["FAILING_AFTER", "START_ATTEMPTS", "WorkerProcesses", "close_pipes"]
+
+FAILING_AFTER = 3  # start failures in a row (none serving) after which waiting calls fail with the start error
+START_ATTEMPTS = 6  # start failures in a row after which no worker is started until the code changes
+MAX_START_DELAY = 30.0  # seconds between start attempts, at most (0.5 s, doubling)
+_START_PHASES = {WorkerState.PROVISIONING: "process start", WorkerState.LOADING: "loading",
+                 WorkerState.BENCHMARKING: "benchmark"}
 
 
 def close_pipes(process: asyncio.subprocess.Process) -> None:
@@ -52,9 +70,13 @@ class WorkerProcesses:
     start_timeout: float
     start_failures: int
     last_start_error: str | None
+    last_start_cause: BaseException | None
+    start_summary: str | None
     next_start_at: float
     state: str
+    pending: Any  # ._routing.CallQueue
     _worker_seq: Iterator[int]
+    _health_at: float
 
     if TYPE_CHECKING:
         @property
@@ -62,6 +84,7 @@ class WorkerProcesses:
         def _dispatch(self) -> None: ...
         def _finish_call(self, handle: WorkerHandle, call: Call, result: m.Result) -> None: ...
         def _lose_calls(self, handle: WorkerHandle, why: str) -> None: ...
+        def _fail(self, call: Call, exc: BaseException) -> None: ...
         def _resolve_waiters(self) -> None: ...
         def _next_id(self) -> int: ...
         def _code_version(self, handle: WorkerHandle) -> str: ...
@@ -99,7 +122,8 @@ class WorkerProcesses:
             self._publish_worker(handle)
             self._send(handle, self._init_message(handle))
         except Exception as exc:  # noqa: BLE001
-            self._worker_failed(handle, f"could not start the worker process: {exc}\n" + "".join(list(handle.log)[-20:]))
+            self._worker_failed(handle, f"could not start the worker process: {exc}\n" + "\n".join(list(handle.log)[-20:]),
+                                summary=f"could not start the worker process: {exc}")
 
     def _init_message(self, handle: WorkerHandle) -> m.Init:
         handle.code |= {f.hash for f in self.spec.functions.values()}
@@ -138,7 +162,9 @@ class WorkerProcesses:
         port = int(text.split("=", 1)[1])
         handle.conn = await Connection.connect("127.0.0.1", port, self.secret)
         handle.state = WorkerState.LOADING
+        handle.heartbeat_at = time.monotonic()
         handle.tasks.append(asyncio.create_task(self._read(handle)))
+        handle.tasks.append(asyncio.create_task(self._read_heartbeats(handle, process.stdout)))
 
     # ------------------------------------------------------------------ listening
     async def _read_log(self, handle: WorkerHandle, stream: asyncio.StreamReader) -> None:
@@ -150,10 +176,25 @@ class WorkerProcesses:
             handle.log.append(text)
             self.events.publish(Event(EventKind.LOG, time.time(), data={"worker": handle.id, "line": text}))
 
+    async def _read_heartbeats(self, handle: WorkerHandle, stream: asyncio.StreamReader) -> None:
+        """The worker's heartbeat answers: one JSON line per ping, ``{"lag": s, "busy": n}``."""
+        while True:
+            line = await stream.readline()
+            if not line:
+                return
+            try:
+                health = json.loads(line)
+                handle.loop_lag, handle.busy_requests = float(health["lag"]), int(health["busy"])
+            except (ValueError, KeyError, TypeError):
+                handle.log.append(f"[runtime] unreadable heartbeat: {line[:200]!r}")
+                continue
+            handle.heartbeat_at = time.monotonic()
+
     async def _watch_exit(self, handle: WorkerHandle, process: asyncio.subprocess.Process) -> None:
         code = await process.wait()
         await asyncio.sleep(0.05)  # let the reader see EOF and the log reader drain
         close_pipes(process)
+        sweep_segments([process.pid])  # results it sent that nobody mapped
         if handle.stopping and code == 0:
             self._finish_stop(handle)
             return
@@ -216,7 +257,7 @@ class WorkerProcesses:
             handle.phases.extend(p for p in msg.phases if p not in handle.phases)
             handle.state = WorkerState.READY
             handle.ready_at = time.time()
-            handle.idle_since = time.monotonic()
+            handle.idle_since = handle.serving_since = time.monotonic()
             self.start_failures = 0
             if self.state == "starting":
                 self.state = "running"
@@ -226,7 +267,11 @@ class WorkerProcesses:
         elif isinstance(msg, m.StartFailed):
             handle.phases.extend(p for p in msg.phases if p not in handle.phases)
             err = build_remote_exception(msg.error, f"worker {handle.id}")
-            self._worker_failed(handle, f"{msg.phase} failed:{err.__cause__}")
+            phase = "benchmark" if msg.phase == "benchmarking" else msg.phase
+            said = "loading" if phase.startswith("context ") else msg.phase  # "context Model" failed while loading
+            last = f"{msg.error.type.rsplit('.', 1)[-1]}: {msg.error.message}" if msg.error.message else msg.error.type
+            self._worker_failed(handle, f"{said} failed:{err.__cause__}", phase=phase, cause=err,
+                                summary=f"{phase} failed: {last}")
 
     @staticmethod
     def _answer(handle: WorkerHandle, req_id: int, msg: m.Message) -> None:
@@ -266,16 +311,35 @@ class WorkerProcesses:
 
     # ------------------------------------------------------------------ health
     async def _health_checks(self) -> None:
+        """Ping every worker's heartbeat thread; replace a worker that stopped answering (a stopped or frozen
+        process) or whose event loop is stuck with no request running (a deadlock in the worker). A worker whose
+        loop is blocked by a running call is busy: it answers, and keeps its calls."""
         now = time.monotonic()
+        limit = self.health_check_timeout
+        runtime_stalled = now - self._health_at > limit / 2  # this loop was late: answers may be unread
+        self._health_at = now
+        period = min(1.0, limit / 3)
         for handle in list(self.workers.values()):
-            if not handle.state.alive or handle.conn is None or handle.conn.closed or handle.stopping:
+            if not handle.state.alive or handle.stopping or handle.heartbeat_at is None:
                 continue
-            if handle.ping_sent is not None and now - handle.ping_sent > self.health_check_timeout:
-                self._worker_failed(handle, f"worker stopped answering health checks for {self.health_check_timeout:g} s; "
-                                            "replaced")
+            proc = handle.process
+            if proc is not None and proc.stdin is not None and not proc.stdin.is_closing() and now - handle.ping_written >= period:
+                handle.ping_written = now
+                try:
+                    proc.stdin.write(b"ping\n")
+                except (ConnectionError, RuntimeError):  # the process is gone: its exit watcher reports it
+                    pass
+            if runtime_stalled:
+                handle.heartbeat_at = max(handle.heartbeat_at, now - period)
+            elif now - handle.heartbeat_at > limit:
+                self._worker_failed(handle, f"worker stopped answering health checks for {limit:g} s; replaced")
                 continue
-            if handle.ping_sent is None and now - handle.last_seen > 2.0:
-                handle.ping_sent = now
+            elif handle.loop_lag > limit and handle.busy_requests == 0:
+                self._worker_failed(handle, f"worker's event loop has not run for {handle.loop_lag:.0f} s with no "
+                                            "request running (stuck); replaced")
+                continue
+            if handle.conn is not None and not handle.conn.closed and handle.ping_sent is None and now - handle.last_seen > 2.0:
+                handle.ping_sent = now  # figures only (GPU memory); answered when the loop is free
                 self._send(handle, m.Ping())
 
     # ------------------------------------------------------------------ state changes
@@ -299,23 +363,68 @@ class WorkerProcesses:
             if handle is not None:
                 self._publish_worker(handle)
 
-    def _worker_failed(self, handle: WorkerHandle, error: str) -> None:
+    def _worker_failed(self, handle: WorkerHandle, error: str, *, phase: str | None = None,
+                       cause: BaseException | None = None, summary: str | None = None) -> None:
         if handle.state == WorkerState.ERROR:
             return
         was_serving = handle.ready_at is not None
+        starting_phase = _START_PHASES.get(handle.state)
         handle.state = WorkerState.ERROR
         handle.error = error
         handle.stopped_at = time.time()
         if not was_serving:
-            self.start_failures += 1
-            self.last_start_error = error
-            delay = min(60.0, 0.5 * 2 ** (self.start_failures - 1))
-            self.next_start_at = time.monotonic() + delay
+            handle.failed_phase = phase or starting_phase or "process start"
+            self._start_failed(handle, error, cause, summary or error.splitlines()[0])
         self._publish_worker(handle)
         self._lose_calls(handle, error.splitlines()[0] if error else "it failed")
         self._kill(handle)
+        if self.failing():
+            self._fail_waiting_calls()
         self._resolve_waiters()
         self._dispatch()
+
+    def _start_failed(self, handle: WorkerHandle, error: str, cause: BaseException | None, summary: str) -> None:
+        """Count a worker that never served; back off before the next start, stop after START_ATTEMPTS."""
+        self.start_failures += 1
+        self.last_start_error, self.last_start_cause, self.start_summary = error, cause, summary
+        if self.start_failures >= START_ATTEMPTS:
+            self.next_start_at = float("inf")
+            note = (f"{self.start_failures} workers in a row failed to start; no more starts until the code changes "
+                    f"(last: {summary})")
+        else:
+            delay = min(MAX_START_DELAY, 0.5 * 2 ** (self.start_failures - 1))
+            self.next_start_at = time.monotonic() + delay
+            note = f"start failed ({self.start_failures} in a row: {summary}); next start in {delay:g} s"
+        self._runtime_log(handle, note)
+
+    def _runtime_log(self, handle: WorkerHandle, text: str) -> None:
+        line = f"[runtime] {text}"
+        handle.log.append(line)
+        self.events.publish(Event(EventKind.LOG, time.time(), data={"worker": handle.id, "line": line}))
+
+    def failing(self) -> bool:
+        """True when no worker serves and starts have failed ``FAILING_AFTER`` times in a row."""
+        return self.start_failures >= FAILING_AFTER and not any(h.serving for h in list(self.workers.values()))
+
+    def _start_error(self, fn: FunctionSpec | None = None) -> WorkerStartError | None:
+        """The error for a call (or ``ensure_ready``) while :meth:`failing`, with the last start error as cause."""
+        if not self.failing() or self.last_start_error is None:
+            return None
+        who = f"{fn.name}() cannot run: " if fn is not None else ""
+        exc = WorkerStartError(
+            f"{who}no worker of deployment {self.spec.name!r} could start ({self.start_failures} attempts; fix the "
+            f"error and run its cell again: changed code starts workers again). The last one failed with:\n"
+            f"{self.last_start_error}")
+        exc.__cause__ = self.last_start_cause
+        return exc
+
+    def _fail_waiting_calls(self) -> None:
+        for call in list(self.pending):
+            if not call.future.done():
+                error = self._start_error(call.fn)
+                if error is not None:
+                    self._fail(call, error)
+        self.pending.clear()
 
     def _kill(self, handle: WorkerHandle) -> None:
         if handle.conn is not None:
