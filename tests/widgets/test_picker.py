@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import threading
 from typing import Any
 
 import pytest
@@ -234,18 +234,24 @@ def test_a_failing_offer_search_is_shown() -> None:
     picker.close()
 
 
-def test_offer_searches_are_rate_limited() -> None:
-    calls: list[float] = []
+def test_offer_searches_coalesce() -> None:
+    """Eight slider moves while a search runs make one more search, with the last selection."""
+    calls: list[str] = []
+    searching, release = threading.Event(), threading.Event()
 
     def offers(query: q.Query) -> list[Any]:
-        calls.append(time.monotonic())
+        calls.append(query.unparse_query())
+        searching.set()
+        release.wait(10)
         return []
 
     picker = make(offers=offers)
+    wait_until(searching.is_set, what="the first search")
     for gb in (8, 12, 16, 24, 32, 40, 48, 80):
         picker.set(min_gpu_ram=gb)
+    release.set()
     picker.wait_offers()
-    assert len(calls) <= 3
+    assert calls == ["", "gpu_ram>=80"]
     assert picker._offers_for == picker.query.unparse_query()  # the last selection was searched
     picker.close()
 

@@ -20,10 +20,12 @@ __all__ = [
     "STATE_COLORS",
     "TEXT",
     "esc",
+    "fmt_axis",
     "fmt_count",
     "fmt_gb",
     "fmt_money",
     "fmt_num",
+    "fmt_percent",
     "fmt_rate",
     "fmt_seconds",
     "widget_frontend",
@@ -54,6 +56,8 @@ DEPLOYMENT_STATE_COLORS: dict[str, str] = {
     "declared": "#94a3b8",
     "starting": "#3b82f6",
     "running": "#22c55e",
+    "failing": "#ef4444",
+    "shutting down": "#64748b",
     "shut down": "#64748b",
 }
 
@@ -62,7 +66,8 @@ PHASE_COLORS = ("#6366f1", "#0ea5e9", "#14b8a6", "#84cc16", "#f59e0b", "#ec4899"
 UP = "#16a34a"
 DOWN = "#d97706"
 ACCENT = "#3b82f6"
-DANGER = "#dc2626"
+DANGER = "#dc2626"  # fills (bars, gauges); text uses ERROR_TEXT, which stays readable on a dark theme
+ERROR_TEXT = "var(--jp-error-color1, #dc2626)"
 
 
 def rgba(hex_color: str, alpha: float) -> str:
@@ -100,6 +105,22 @@ def fmt_num(x: float | None) -> str:
     if a >= 0.01:
         return f"{x:.3f}".rstrip("0").rstrip(".")
     return f"{x:.2g}"
+
+
+def fmt_axis(x: float) -> str:
+    """An axis label: short, one style for every size (``0``, ``950``, ``1.5k``, ``100k``, ``17.3M``)."""
+    a = abs(x)
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if a >= div:
+            return f"{x / div:.3g}{suffix}"
+    return f"{x:.3g}" if a else "0"
+
+
+def fmt_percent(share: float | None) -> str:
+    """A share as a whole percentage (``87%``); ``–`` when it is not known (never ``0%``)."""
+    if share is None or (isinstance(share, float) and math.isnan(share)):
+        return "–"
+    return f"{max(0.0, share):.0%}"
 
 
 def fmt_count(n: int | None) -> str:
@@ -255,12 +276,14 @@ def chip(text: str, *, mono: bool = False, title: str = "") -> str:
     )
 
 
-def stat(label: str, value: str, *, sub: str = "", color: str | None = None) -> str:
-    """A figure tile: small label above a large value (value is HTML)."""
+def stat(label: str, value: str, *, sub: str = "", color: str | None = None, title: str = "", cls: str = "") -> str:
+    """A figure tile: small label above a large value (value is HTML); ``title`` explains it on hover."""
     c = f"color:{color};" if color else ""
     sub_html = f'<span style="font-size:11px;color:{FAINT};margin-left:4px">{sub}</span>' if sub else ""
+    t = f' title="{esc(title)}"' if title else ""
+    k = f' class="{esc(cls)}"' if cls else ""
     return (
-        f'<div style="padding:2px 14px 2px 0;margin-right:4px;min-width:72px">'
+        f'<div{k}{t} style="padding:2px 14px 2px 0;margin-right:4px;min-width:72px">'
         f'<div style="font-size:10.5px;letter-spacing:.05em;text-transform:uppercase;color:{FAINT}">{esc(label)}</div>'
         f'<div style="font-size:16px;font-weight:600;{c}white-space:nowrap">{value}{sub_html}</div></div>'
     )
@@ -284,8 +307,12 @@ def table(
     *,
     align: str = "",
     row_styles: Sequence[str] | None = None,
+    fill: int | None = None,
 ) -> str:
-    """A compact table. Cells are HTML; ``align`` holds one letter per column (``l``/``r``/``c``)."""
+    """A compact table. Cells are HTML; ``align`` holds one letter per column (``l``/``r``/``c``).
+
+    Column ``fill`` (if given) takes the width the others leave and cuts its text short with an ellipsis,
+    so the table fits a narrow output; a table that cannot fit scrolls inside its own box."""
     al = {"l": "left", "r": "right", "c": "center"}
     aligns = [al.get(align[i] if i < len(align) else "l", "left") for i in range(len(headers))]
     th = "".join(
@@ -293,17 +320,20 @@ def table(
         f'border:none;border-bottom:1px solid {BORDER};white-space:nowrap">{esc(h)}</th>'
         for h, a in zip(headers, aligns)
     )
+    filler = "max-width:0;width:100%;overflow:hidden;text-overflow:ellipsis"
     body = []
     for i, cells in enumerate(rows):
         rs = row_styles[i] if row_styles and i < len(row_styles) else ""
         tds = "".join(
-            f'<td style="text-align:{a};padding:4px 10px 4px 0;border:none;border-bottom:1px solid {BORDER};vertical-align:middle;white-space:nowrap;max-width:none">{c}</td>'
-            for c, a in zip(cells, aligns)
+            f'<td style="text-align:{a};padding:4px 10px 4px 0;border:none;border-bottom:1px solid {BORDER};vertical-align:middle;'
+            f'white-space:nowrap;{filler if j == fill else "max-width:none"}">{c}</td>'
+            for j, (c, a) in enumerate(zip(cells, aligns))
         )
         body.append(f'<tr style="{_TR};{rs}">{tds}</tr>')
+    width = "width:100%" if fill is not None else "width:auto;min-width:60%"
     return (
-        f'<table style="{_TABLE};width:auto;min-width:60%;font-size:12.5px">'
-        f'<thead><tr style="{_TR}">{th}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+        f'<div style="overflow-x:auto;max-width:100%"><table style="{_TABLE};{width};font-size:12.5px">'
+        f'<thead><tr style="{_TR}">{th}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
     )
 
 
