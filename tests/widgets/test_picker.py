@@ -103,6 +103,15 @@ def test_filter_keeps_the_selection() -> None:
     assert picker.model_lists["data center"].value == ("H100_SXM",)
 
 
+def test_a_list_the_filter_empties_says_no_match() -> None:
+    picker = make()
+    picker._filter.value = "4090"
+    assert "no match for “4090”" in picker._heads["data center"].value
+    assert "no match" not in picker._heads["consumer"].value
+    picker._filter.value = ""
+    assert all("no match" not in head.value for head in picker._heads.values())
+
+
 def test_model_lists_show_memory_and_speed_grouped_by_segment() -> None:
     picker = make()
     assert list(picker.model_lists) == ["data center", "consumer", "professional", "AMD"]
@@ -262,6 +271,7 @@ def test_price_performance_from_benchmarked_workers() -> None:
     src.worker("w-1", gpu="RTX_4090 #1", state=WorkerState.READY, perf_score=2000.0, price_per_hour=0.36)
     src.worker("w-2", gpu="H100_SXM #2", state=WorkerState.READY, perf_score=5600.0)  # local: price from offers
     src.worker("w-3", gpu="L4 #3", state=WorkerState.LOADING)  # not benchmarked
+    src.worker("w-4", gpu="RTX_4090 #4", state=WorkerState.STOPPED, perf_score=100.0, price_per_hour=9.0)  # gone: not counted
     picker = make(source=src, offers=lambda query: [o for o in OFFERS if query.matches(o)])
     picker.wait_offers()
     rows = picker.measured()

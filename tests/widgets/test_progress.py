@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import io
+import re
 import threading
-import time
+from typing import Any
 
 import pytest
 
@@ -222,3 +223,33 @@ def test_throttle_survives_a_failing_function(caplog: pytest.LogCaptureFixture) 
     wait_until(lambda: len(calls) == 2, what="the second call")
     throttle.stop()
     assert "test-throttle: redraw failed" in caplog.text
+
+
+def test_ensure_ready_says_why_workers_cannot_start(make_app: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """The bar of a context that cannot load: which worker failed, where, why, how often; no rate."""
+    from vastnb.errors import WorkerStartError
+
+    app = make_app("weightless")
+    app.configure_autoscaling(cold_workers=1, max_workers=1)
+
+    @app.context()
+    class Weights:
+        async def __aenter__(self) -> Weights:
+            self.data = open("weights.bin", "rb").read()
+            return self
+
+        async def __aexit__(self, *exc: object) -> None:
+            pass
+
+    @app.remote()
+    async def f(x: int) -> int:
+        return x
+
+    capsys.readouterr()
+    with pytest.raises(WorkerStartError):
+        app.ensure_ready()
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("weightless: ")]
+    assert not any(re.search(r"\d/s", line) for line in lines), lines  # a time elapsed, never a rate
+    assert re.fullmatch(
+        r"weightless: workers ready: 0/1 workers, 3 failed starts: w3( in context Weights)?: FileNotFoundError: "
+        r"\[Errno 2\] No such file or directory: 'weights\.bin' · failed after \d+\.\d s", lines[-1]), lines[-1]

@@ -209,7 +209,7 @@ def panel(body: str, *, title: str | None = None, note: str = "", min_width: int
         )
         head = f'<div style="{style}">{esc(title)}{note_html}</div>'
 
-    mw = f"min-width:{min_width}px;flex:1 1 {min_width}px;" if min_width else ""
+    mw = f"min-width:min(100%, {min_width}px);flex:1 1 {min_width}px;" if min_width else ""  # narrower outputs: the panel shrinks
     return f'<div style="{mw}margin:10px 0 4px 0">{head}{body}</div>'
 
 
@@ -222,8 +222,18 @@ def root(body: str) -> str:
     """The outer wrapper every view sits in: theme font, tabular digits, theme colour."""
     return (
         f'<div class="vastnb-view" style="font-family:{FONT};font-size:12.5px;line-height:1.45;color:{TEXT};'
-        f'font-variant-numeric:tabular-nums;white-space:normal;max-width:1100px;overflow-x:auto">{body}</div>'
+        f'font-variant-numeric:tabular-nums;white-space:normal;max-width:1100px;overflow-x:auto;padding-right:4px;box-sizing:border-box">{body}</div>'
     )
+
+
+def fluid(body: str) -> str:
+    """``body`` for an ipywidgets ``HTML`` value: as wide as the output, never wider.
+
+    The widget's content box is a flex item as wide as its content's widest unbreakable piece (a table, a
+    code line); inline-size containment makes it take the output's width, so what is wider scrolls inside
+    its own box instead of pushing the whole view sideways. (Only for widgets: in a shrink-to-fit box it
+    would collapse, so static HTML outputs do without it.)"""
+    return f'<div style="contain:inline-size">{body}</div>'
 
 
 # JupyterLab's rendered-HTML stylesheet right-aligns cells, stripes and highlights rows and centres
@@ -330,7 +340,7 @@ def table(
             for j, (c, a) in enumerate(zip(cells, aligns))
         )
         body.append(f'<tr style="{_TR};{rs}">{tds}</tr>')
-    width = "width:100%" if fill is not None else "width:auto;min-width:60%"
+    width = "width:100%" if fill is not None else "width:auto;min-width:min(60%, 100%)"
     return (
         f'<div style="overflow-x:auto;max-width:100%"><table style="{_TABLE};{width};font-size:12.5px">'
         f'<thead><tr style="{_TR}">{th}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
@@ -342,7 +352,7 @@ def progress_html(frac: float, label: str, *, description: str = "", color: str 
     frac = max(0.0, min(1.0, frac))
     desc = f'<b style="margin-right:8px">{esc(description)}</b>' if description else ""
     return root(
-        f'<div style="display:flex;align-items:center;gap:0">{desc}'
+        f'<div style="display:flex;flex-wrap:wrap;align-items:center;gap:2px 0">{desc}'
         f'<div style="width:{width}px;height:10px;border-radius:5px;background:{TRACK};flex:none;overflow:hidden">'
         f'<div style="width:{frac * 100:.1f}%;height:100%;background:{color}"></div></div>'
         f'<span style="margin-left:8px">{esc(label)}</span></div>'

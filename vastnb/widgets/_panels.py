@@ -98,7 +98,7 @@ def header_html(snapshot: DeploymentSnapshot, note: str = "") -> str:
     )
     if note:
         title = (f'<div class="vastnb-frozen" style="margin:0 0 6px 0;padding:3px 8px;border-radius:4px;font-size:11.5px;'
-                 f'color:{h.MUTED};background:{h.rgba("#64748b", 0.1)}">⏸ {h.esc(note)}</div>') + title
+                 f'color:{h.MUTED};background:{h.rgba("#64748b", 0.1)}"><b>Not live</b> · {h.esc(note)}</div>') + title
     target = f"target {snapshot.autoscaler.target_workers}"
     target += f" · max {snapshot.autoscaler.max_workers}" if snapshot.autoscaler.max_workers else ""
     if f.serving == 0 and not stopped(snapshot):
@@ -271,7 +271,7 @@ def benchmarks_html(snapshot: DeploymentSnapshot, max_stopped: int = 5) -> str:
         spark = svg.spark_bars(runs, max(runs, default=0.0), color=color, highlight=best, width=80, height=18)
         if w.perf_score is not None:
             score = (
-                f'<div style="display:flex;align-items:center;gap:8px">{svg.hbar(w.perf_score, top, h.STATE_COLORS["ready"], width=80, title=h.fmt_rate(w.perf_score))}'
+                f'<div style="display:flex;flex-wrap:wrap;align-items:center;gap:0 8px">{svg.hbar(w.perf_score, top, h.STATE_COLORS["ready"], width=80, title=h.fmt_rate(w.perf_score))}'
                 f"<b>{h.fmt_rate(w.perf_score)}</b></div>"
             )
         else:

@@ -390,7 +390,7 @@ class Dashboard:
             widget = self._sections.get(name)
             if widget is None:
                 continue
-            html = h.root(value) if value else ""
+            html = h.fluid(h.root(value)) if value else ""
             if widget.value != html:
                 widget.value = html
             widget.layout.display = None if value else "none"

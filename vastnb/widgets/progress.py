@@ -255,7 +255,7 @@ class Progress:
         self._desc = w.HTML(f"<b>{h.esc(self.description)}</b>" if self.description else "",
                             layout=w.Layout(flex="none", margin="0 8px 0 0"))
         self._label = w.HTML(h.esc(self._count_text()), layout=w.Layout(flex="1 1 auto", margin="0 0 0 8px"))
-        self._widget = w.HBox([self._desc, self._bar, self._label], layout=w.Layout(align_items="center"))
+        self._widget = w.HBox([self._desc, self._bar, self._label], layout=w.Layout(align_items="center", flex_flow="row wrap"))
         self._widget.add_class("vastnb-progress")
 
     def _count_text(self) -> str:
