@@ -192,6 +192,14 @@ def test_the_worker_history_counts_live_workers_only() -> None:
     assert chart.count("failed here") == 0 and chart.count("<path d=") == 5 and "▲ failed" in chart
 
 
+def test_the_worker_history_ends_with_the_workers_now() -> None:
+    """The history is sampled on events; its last point is the snapshot's own workers, not a stale "busy"."""
+    s = snap(worker("w1", READY), worker("w2", READY), history=((150.0, {"busy": 2}),))
+    assert live_history(s) == [(150.0, {"busy": 2}), (200.0, {"ready": 2})]
+    same = snap(worker("w1", READY), history=((150.0, {"ready": 1}),))
+    assert live_history(same) == [(150.0, {"ready": 1})]
+
+
 # --- smaller --------------------------------------------------------------------------------
 
 

@@ -164,11 +164,22 @@ def failures(snapshot: DeploymentSnapshot, since: float) -> list[tuple[float, st
 def live_history(snapshot: DeploymentSnapshot) -> list[tuple[float, dict[str, int]]]:
     """The worker-count history, counting live workers only (failed and stopped ones are not workers any more).
 
-    A shut-down deployment's history ends with a sample of zero workers at the moment it stopped.
+    It ends with the snapshot's own workers, so the chart's "now" agrees with the table; a shut-down
+    deployment's history ends with zero workers at the moment it stopped.
     """
     out = [(t, {s: n for s, n in counts.items() if s in LIVE_STATES and n}) for t, counts in snapshot.history]
-    if stopped(snapshot) and out and any(out[-1][1].values()):
-        ends = [w.stopped_at for w in snapshot.workers if w.stopped_at is not None]
-        end = max(ends) if ends else (snapshot.time or out[-1][0])
-        out.append((max(end, out[-1][0]), {}))
+    if not out:
+        return out
+    if stopped(snapshot):
+        if any(out[-1][1].values()):
+            ends = [w.stopped_at for w in snapshot.workers if w.stopped_at is not None]
+            end = max(ends) if ends else (snapshot.time or out[-1][0])
+            out.append((max(end, out[-1][0]), {}))
+        return out
+    now: dict[str, int] = {}
+    for w in snapshot.workers:
+        if w.state.alive:
+            now[w.state.value] = now.get(w.state.value, 0) + 1
+    if now != out[-1][1] and snapshot.time > out[-1][0]:
+        out.append((snapshot.time, now))
     return out
