@@ -76,7 +76,9 @@ def test_dashboard_of_a_real_deployment(jupyter_lab: JupyterLab, lab: LabPage, t
         "broken.dashboard()"
     )
     lab.run_cell("broken.ensure_ready()", timeout=120)
-    assert any("FileNotFoundError: [Errno 2] No such file or directory: 'weights.bin'" in e for e in lab.errors())
+    error = next(e for e in lab.errors() if "No such file or directory: 'weights.bin'" in e)
+    assert "concurrent" not in error and "site-packages" not in error, error  # the user's code, not vastnb's frames
+    assert error.index("open('weights.bin', 'rb')") < error.index("FileNotFoundError: [Errno 2]"), error
     failing = lab.page.locator(".vastnb-dashboard").last
     failing.filter(has_text="×3").wait_for(timeout=30_000)
     assert failing.locator("details").count() == 1  # one error, told once
