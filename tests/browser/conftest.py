@@ -219,6 +219,7 @@ class LabPage:
         self.name = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
         self.console: list[str] = []
         page.on("console", lambda msg: self.console.append(f"{msg.type}: {msg.text}"))
+        page.on("pageerror", lambda exc: self.console.append(f"pageerror: {exc}"))
 
     # -- notebook --
 
@@ -274,8 +275,9 @@ class LabPage:
             raise AssertionError(f"cells did not all run within {timeout:g} s: prompts {prompts} (screenshot: {shot})") from exc
         self.wait_kernel_idle(timeout)
 
-    def run_cell(self, code: str, timeout: float = 60.0) -> None:
-        """Append a code cell with ``code`` at the end of the notebook and run it."""
+    def run_cell(self, code: str, timeout: float = 60.0, *, wait: bool = True) -> None:
+        """Append a code cell with ``code`` at the end of the notebook and run it (``wait=False``: return once it
+        is sent, while it runs)."""
         cells = self.page.locator(".jp-Notebook .jp-Cell")
         cells.last.locator(".jp-InputArea-prompt").click()
         self.page.keyboard.press("Escape")
@@ -283,7 +285,31 @@ class LabPage:
         self.page.keyboard.press("Enter")
         self.page.keyboard.insert_text(code)
         self.page.keyboard.press("Control+Enter")  # run without adding an empty cell below
-        self.wait_all_run(timeout)
+        if wait:
+            self.wait_all_run(timeout)
+
+    def set_theme(self, name: str) -> None:
+        """Settings → Theme → ``name`` ("JupyterLab Dark", "JupyterLab Light"); waits until the page has it."""
+        self.page.locator(".lm-MenuBar-item", has_text=re.compile(r"^Settings$")).click()
+        self.page.locator('.lm-Menu-item:has(.lm-Menu-itemLabel:text-is("Theme"))').click()
+        self.page.locator(f'.lm-Menu-item:has(.lm-Menu-itemLabel:text-is("{name}"))').click()
+        light = "true" if "Light" in name else "false"
+        self.page.wait_for_function(f"() => document.body.dataset.jpThemeLight === '{light}'", timeout=30_000)
+        self.page.wait_for_timeout(500)  # let the theme's stylesheet settle before a screenshot
+
+    def overflow(self, selector: str) -> list[str]:
+        """Each element matching ``selector`` that scrolls sideways (its scroll width beyond its client width)."""
+        found: list[str] = self.page.evaluate(
+            """(sel) => [...document.querySelectorAll(sel)]
+                .filter(e => e.offsetParent !== null && e.scrollWidth > e.clientWidth)
+                .map(e => `${e.className}: scroll width ${e.scrollWidth} > client width ${e.clientWidth}`)""",
+            selector,
+        )
+        return found
+
+    def console_errors(self) -> list[str]:
+        """What the page logged as errors (uncaught exceptions included)."""
+        return [line for line in self.console if line.startswith(("error:", "pageerror:"))]
 
     # -- reading --
 

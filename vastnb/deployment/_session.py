@@ -77,33 +77,60 @@ def calling_module(skip: int = 1) -> tuple[str | None, str | None]:
 def follow_ready(app: Deployment, fut: "concurrent.futures.Future[None]", want: int) -> Callable[[], None]:
     """A workers-ready progress bar, kept up to date from the event stream; returns what closes it.
 
-    The bar starts from the workers already serving (a second ``ensure_ready`` shows them at once).
+    The bar starts from the workers already serving (a second ``ensure_ready`` shows them at once). While it
+    waits it shows the time elapsed and what the workers still starting do (``w1 loading``), and once a worker
+    failed to start, how many did and why (``2 failed starts: FileNotFoundError: …``), so a failure reads at once.
     """
-    from ..events import EventKind
+    from ..events import EventKind, WorkerState
 
     seen: set[str] = set()
+    starting: dict[str, str] = {}  # worker id -> state, for the workers on their way to ready
+    failures: list[str] = []  # one line per worker that failed to start, in order
     lock = threading.Lock()
     bar: Any = None
     finished = False
 
-    def serving(worker_id: str) -> None:
+    def postfix() -> str:  # under lock
+        parts = [f"{wid} {state}" for wid, state in starting.items()]
+        if failures:
+            n = len(failures)
+            parts.append(f"{n} failed start{'s' if n != 1 else ''}: {failures[-1]}")
+        return ", ".join(parts)
+
+    def on_worker(worker: Any) -> None:
         with lock:
-            if finished or worker_id in seen or len(seen) >= want:
+            if finished:
                 return
-            seen.add(worker_id)
+            state = worker.state
+            if state.serving:
+                starting.pop(worker.id, None)
+                if worker.id not in seen and len(seen) < want:
+                    seen.add(worker.id)
+                    if bar is not None:
+                        bar.update(1)
+            elif state.starting:
+                starting[worker.id] = state.value + (f" ({worker.phases[-1][0]} done)" if worker.phases else "")
+            else:
+                was_starting = starting.pop(worker.id, None) is not None
+                if state is WorkerState.ERROR and (was_starting or worker.ready_at is None):
+                    lines = [ln.strip() for ln in (worker.error or "").strip().splitlines() if ln.strip()]
+                    where = f" in {worker.failed_phase}" if worker.failed_phase else ""
+                    failures.append(f"{worker.id}{where}: {lines[-1] if lines else 'error'}")
             if bar is not None:
-                bar.update(1)
+                bar.set_postfix(postfix())
 
     def on_event(event: Any) -> None:
-        if event.kind == EventKind.WORKER and event.worker is not None and event.worker.state.serving:
-            serving(event.worker.id)
+        if event.kind == EventKind.WORKER and event.worker is not None:
+            on_worker(event.worker)
 
     unsubscribe = app.events.subscribe(on_event)
     for worker in app.snapshot().workers:
-        if worker.state.serving:
-            serving(worker.id)
+        if worker.state.serving or worker.state.starting:
+            on_worker(worker)
     with lock:
-        bar = progress(want, f"{app.name}: workers ready", unit="workers", initial=len(seen))
+        bar = progress(want, f"{app.name}: workers ready", unit="workers", initial=len(seen), rate=False, tick=1.0)
+        if bar is not None and (starting or failures):
+            bar.set_postfix(postfix())
     if bar is None:
         unsubscribe()
         return lambda: None
@@ -116,6 +143,8 @@ def follow_ready(app: Deployment, fut: "concurrent.futures.Future[None]", want: 
             finished = True
             if ready and len(seen) < want:  # ready by the runtime's count; some events may still be on their way
                 bar.update(want - len(seen))
+            if ready:
+                bar.set_postfix("")
         bar.close(failed=not ready)
 
     return finish

@@ -31,12 +31,14 @@ def views() -> types.ModuleType | None:
         return None
 
 
-def progress(total: int, description: str, unit: str = "calls", initial: int = 0) -> Any:
-    """A progress bar (widget in Jupyter, text elsewhere), or None when there is no view to draw it with."""
+def progress(total: int, description: str, unit: str = "calls", initial: int = 0, **options: Any) -> Any:
+    """A progress bar (widget in Jupyter, text elsewhere), or None when there is no view to draw it with.
+
+    ``options`` go to ``Progress`` as they are (``rate=False``, ``tick=1.0``)."""
     module = views()
     if module is None:
         return None
     try:
-        return module.Progress(total, description, unit=unit, initial=initial)
+        return module.Progress(total, description, unit=unit, initial=initial, **options)
     except Exception:  # noqa: BLE001 - progress is a nicety
         return None

@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 from typing import Callable
 
-from ._html import ACCENT, FAINT, MUTED, TRACK, esc, fmt_num, fmt_rate, fmt_seconds, rgba
+from ._html import ACCENT, DANGER, FAINT, MUTED, TRACK, esc, fmt_axis, fmt_rate, fmt_seconds, rgba
 
 __all__ = ["Series", "gauge", "hbar", "line_chart", "spark_bars", "stacked_hbar", "stacked_steps"]
 
@@ -40,28 +40,37 @@ def stacked_hbar(
     width: int = 300,
     height: int = 16,
     pending: tuple[str, float] | None = None,
+    failed: tuple[str, float] | None = None,
 ) -> str:
     """A horizontal bar of (label, seconds, colour) segments on a common ``scale`` (seconds for full width).
 
-    ``pending`` is an unfinished phase (label, seconds so far), drawn hatched at the end.
+    ``pending`` is an unfinished phase (label, seconds so far), drawn hatched at the end; ``failed`` is
+    the phase that failed (label, seconds spent in it), drawn red with a cross, at least a few pixels wide.
     Segments wide enough carry their seconds; each has a tooltip.
     """
     scale = scale if scale > 0 else 1.0
     x = 0.0
     parts = [f'<rect x="0" y="0" width="{width}" height="{height}" rx="3" fill="{TRACK}"/>']
-    items = [(label, secs, color, False) for label, secs, color in segments]
+    items = [(label, secs, color, "") for label, secs, color in segments]
     if pending is not None:
-        items.append((pending[0], pending[1], "#94a3b8", True))
-    for label, secs, color, is_pending in items:
+        items.append((pending[0], pending[1], "#94a3b8", "pending"))
+    if failed is not None:
+        items.append((failed[0], failed[1], DANGER, "failed"))
+    for label, secs, color, kind in items:
         w = max(0.0, secs / scale * width)
+        if kind == "failed":
+            w = min(max(w, 14.0), max(width - x, 14.0))
         if w <= 0:
             continue
-        tip = f"{label}: {fmt_seconds(secs)}" + (" so far" if is_pending else "")
-        fill = f'fill="{color}"' if not is_pending else f'fill="{rgba("#94a3b8", 0.35)}" stroke="#94a3b8" stroke-dasharray="3 2"'
+        tip = f"{label}: {fmt_seconds(secs)}" + (" so far" if kind == "pending" else " — failed here" if kind == "failed" else "")
+        fill = (
+            f'fill="{rgba("#94a3b8", 0.35)}" stroke="#94a3b8" stroke-dasharray="3 2"' if kind == "pending"
+            else f'fill="{color}"'
+        )
         parts.append(f'<rect x="{x:.1f}" y="0" width="{w:.1f}" height="{height}" {fill}><title>{esc(tip)}</title></rect>')
-        label_text = fmt_seconds(secs)
-        if w >= 7 * len(label_text) + 6:
-            tcol = "#fff" if not is_pending else MUTED
+        label_text = "✕" if kind == "failed" else fmt_seconds(secs)
+        if kind == "failed" or w >= 7 * len(label_text) + 6:
+            tcol = MUTED if kind == "pending" else "#fff"
             parts.append(
                 f'<text x="{x + w / 2:.1f}" y="{height / 2 + 3.8:.1f}" text-anchor="middle" font-size="10" '
                 f'fill="{tcol}" style="pointer-events:none">{esc(label_text)}</text>'
@@ -136,9 +145,16 @@ def _time_ticks(t0: float, t1: float) -> list[tuple[float, str]]:
     return ticks
 
 
+def _label_width(text: str) -> float:
+    """About how wide an axis label is at font-size 9.5 (digits are tabular, ~5.8 px)."""
+    return 5.8 * len(text) + 2
+
+
 def _frame(t0: float, t1: float, ymax: float, width: int, height: int, fmt: Callable[[float], str]) -> tuple[str, Callable[[float], float], Callable[[float], float]]:
-    """Axes, grid and labels; returns (svg body, x(t), y(v))."""
-    left, right, top, bottom = 40, 6, 6, 16
+    """Axes, grid and labels; returns (svg body, x(t), y(v)). The left margin fits the widest y label."""
+    labels = [(frac, fmt(ymax * frac)) for frac in (0.0, 0.5, 1.0)]
+    left = max(24, int(max(_label_width(label) for _, label in labels)) + 7)
+    right, top, bottom = 6, 6, 16
     pw, ph = width - left - right, height - top - bottom
     span = max(t1 - t0, 1e-9)
 
@@ -149,16 +165,17 @@ def _frame(t0: float, t1: float, ymax: float, width: int, height: int, fmt: Call
         return top + ph - (v / ymax) * ph if ymax > 0 else top + ph
 
     parts = []
-    for frac in (0.0, 0.5, 1.0):
+    for frac, label in labels:
         yy = top + ph - frac * ph
         parts.append(f'<line x1="{left}" x2="{width - right}" y1="{yy:.1f}" y2="{yy:.1f}" stroke="{TRACK}" stroke-width="1"/>')
         parts.append(
             f'<text x="{left - 5}" y="{yy + 3.5:.1f}" text-anchor="end" font-size="9.5" fill="currentColor" '
-            f'style="color:{FAINT}">{esc(fmt(ymax * frac))}</text>'
+            f'style="color:{FAINT}">{esc(label)}</text>'
         )
-    for t, label in _time_ticks(t0, t1):
+    ticks = _time_ticks(t0, t1)
+    for i, (t, label) in enumerate(ticks):
         xx = x(t)
-        anchor = "end" if t == t1 else "middle"
+        anchor = "end" if t == t1 else "start" if i == len(ticks) - 1 and xx - _label_width(label) / 2 < left else "middle"
         parts.append(
             f'<text x="{xx:.1f}" y="{height - 3}" text-anchor="{anchor}" font-size="9.5" fill="currentColor" '
             f'style="color:{FAINT}">{esc(label)}</text>'
@@ -173,12 +190,13 @@ def line_chart(
     t1: float,
     width: int = 400,
     height: int = 110,
-    fmt: Callable[[float], str] = fmt_num,
+    fmt: Callable[[float], str] = fmt_axis,
     ymax: float | None = None,
+    fixed_max: float | None = None,
 ) -> str:
-    """Lines over time (``t0``–``t1``, seconds) on a shared y axis from 0."""
+    """Lines over time (``t0``–``t1``, seconds) on a shared y axis from 0 (to ``fixed_max`` when given, e.g. 100 %)."""
     top = max((v for s in series for _, v in s.points), default=0.0)
-    ymax = _nice_max(max(top, ymax or 0.0) * 1.05)
+    ymax = fixed_max if fixed_max else _nice_max(max(top, ymax or 0.0) * 1.05)
     frame, x, y = _frame(t0, t1, ymax, width, height, fmt)
     parts = [frame]
     for s in series:
@@ -204,22 +222,28 @@ def stacked_steps(
     t1: float,
     width: int = 400,
     height: int = 110,
+    marks: Sequence[tuple[float, str]] = (),
 ) -> str:
     """A stacked step-area chart: ``layers`` of (name, colour, value per sample), bottom first.
 
-    Each sample holds until the next one; the last holds until ``t1``.
+    Each sample holds until the next one; the last holds until ``t1``. ``marks`` are (time, tooltip)
+    events drawn as red ticks on the time axis (workers that failed).
     """
     totals = [sum(layer[2][i] for layer in layers) for i in range(len(times))]
     ymax = float(max(max(totals, default=0), 1))
     ymax = float(math.ceil(ymax)) if ymax <= 4 else _nice_max(ymax)
-    frame, x, y = _frame(t0, t1, ymax, width, height, lambda v: f"{v:g}")
+    frame, x, y = _frame(t0, t1, ymax, width, height, lambda v: f"{v:g}" if v == int(v) else "")  # whole workers
     parts = [frame]
     # Clip samples to the window: the one before t0 starts at t0.
     idx = [i for i in range(len(times)) if times[i] >= t0]
     first = max(0, (idx[0] - 1) if idx else len(times) - 1)
     keep = list(range(first, len(times)))
+    ticks = "".join(
+        f'<path d="M{x(mt) - 3.5:.1f},{y(0) + 1:.1f} l3.5,-7 l3.5,7 z" fill="{DANGER}"><title>{esc(tip)}</title></path>'
+        for mt, tip in marks if t0 <= mt <= t1
+    )
     if not keep:
-        return f'<div style="color:{FAINT}">{_svg(width, height, frame)}</div>'
+        return f'<div style="color:{FAINT}">{_svg(width, height, frame + ticks)}</div>'
     starts = [max(times[i], t0) for i in keep]
     ends = starts[1:] + [t1]
     base = [0.0] * len(keep)
@@ -237,11 +261,11 @@ def stacked_steps(
             down.append(f"{x(ends[j]):.1f},{y(base[j]):.1f}")
             down.append(f"{x(starts[j]):.1f},{y(base[j]):.1f}")
         parts.append(
-            f'<polygon points="{" ".join(up + down)}" fill="{rgba(color, 0.75)}" stroke="{color}" stroke-width="0.8">'
+            f'<polygon points="{" ".join(up + down)}" fill="{rgba(color, 0.8)}">'
             f"<title>{esc(name)}</title></polygon>"
         )
         base = top
-    return f'<div style="color:{FAINT}">{_svg(width, height, "".join(parts))}</div>'
+    return f'<div style="color:{FAINT}">{_svg(width, height, "".join(parts) + ticks)}</div>'
 
 
 def gauge(

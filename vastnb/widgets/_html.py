@@ -20,10 +20,12 @@ __all__ = [
     "STATE_COLORS",
     "TEXT",
     "esc",
+    "fmt_axis",
     "fmt_count",
     "fmt_gb",
     "fmt_money",
     "fmt_num",
+    "fmt_percent",
     "fmt_rate",
     "fmt_seconds",
     "widget_frontend",
@@ -54,6 +56,8 @@ DEPLOYMENT_STATE_COLORS: dict[str, str] = {
     "declared": "#94a3b8",
     "starting": "#3b82f6",
     "running": "#22c55e",
+    "failing": "#ef4444",
+    "shutting down": "#64748b",
     "shut down": "#64748b",
 }
 
@@ -62,7 +66,8 @@ PHASE_COLORS = ("#6366f1", "#0ea5e9", "#14b8a6", "#84cc16", "#f59e0b", "#ec4899"
 UP = "#16a34a"
 DOWN = "#d97706"
 ACCENT = "#3b82f6"
-DANGER = "#dc2626"
+DANGER = "#dc2626"  # fills (bars, gauges); text uses ERROR_TEXT, which stays readable on a dark theme
+ERROR_TEXT = "var(--jp-error-color1, #dc2626)"
 
 
 def rgba(hex_color: str, alpha: float) -> str:
@@ -100,6 +105,22 @@ def fmt_num(x: float | None) -> str:
     if a >= 0.01:
         return f"{x:.3f}".rstrip("0").rstrip(".")
     return f"{x:.2g}"
+
+
+def fmt_axis(x: float) -> str:
+    """An axis label: short, one style for every size (``0``, ``950``, ``1.5k``, ``100k``, ``17.3M``)."""
+    a = abs(x)
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if a >= div:
+            return f"{x / div:.3g}{suffix}"
+    return f"{x:.3g}" if a else "0"
+
+
+def fmt_percent(share: float | None) -> str:
+    """A share as a whole percentage (``87%``); ``–`` when it is not known (never ``0%``)."""
+    if share is None or (isinstance(share, float) and math.isnan(share)):
+        return "–"
+    return f"{max(0.0, share):.0%}"
 
 
 def fmt_count(n: int | None) -> str:
@@ -188,7 +209,7 @@ def panel(body: str, *, title: str | None = None, note: str = "", min_width: int
         )
         head = f'<div style="{style}">{esc(title)}{note_html}</div>'
 
-    mw = f"min-width:{min_width}px;flex:1 1 {min_width}px;" if min_width else ""
+    mw = f"min-width:min(100%, {min_width}px);flex:1 1 {min_width}px;" if min_width else ""  # narrower outputs: the panel shrinks
     return f'<div style="{mw}margin:10px 0 4px 0">{head}{body}</div>'
 
 
@@ -201,8 +222,18 @@ def root(body: str) -> str:
     """The outer wrapper every view sits in: theme font, tabular digits, theme colour."""
     return (
         f'<div class="vastnb-view" style="font-family:{FONT};font-size:12.5px;line-height:1.45;color:{TEXT};'
-        f'font-variant-numeric:tabular-nums;white-space:normal;max-width:1100px;overflow-x:auto">{body}</div>'
+        f'font-variant-numeric:tabular-nums;white-space:normal;max-width:1100px;overflow-x:auto;padding-right:4px;box-sizing:border-box">{body}</div>'
     )
+
+
+def fluid(body: str) -> str:
+    """``body`` for an ipywidgets ``HTML`` value: as wide as the output, never wider.
+
+    The widget's content box is a flex item as wide as its content's widest unbreakable piece (a table, a
+    code line); inline-size containment makes it take the output's width, so what is wider scrolls inside
+    its own box instead of pushing the whole view sideways. (Only for widgets: in a shrink-to-fit box it
+    would collapse, so static HTML outputs do without it.)"""
+    return f'<div style="contain:inline-size">{body}</div>'
 
 
 # JupyterLab's rendered-HTML stylesheet right-aligns cells, stripes and highlights rows and centres
@@ -255,12 +286,14 @@ def chip(text: str, *, mono: bool = False, title: str = "") -> str:
     )
 
 
-def stat(label: str, value: str, *, sub: str = "", color: str | None = None) -> str:
-    """A figure tile: small label above a large value (value is HTML)."""
+def stat(label: str, value: str, *, sub: str = "", color: str | None = None, title: str = "", cls: str = "") -> str:
+    """A figure tile: small label above a large value (value is HTML); ``title`` explains it on hover."""
     c = f"color:{color};" if color else ""
     sub_html = f'<span style="font-size:11px;color:{FAINT};margin-left:4px">{sub}</span>' if sub else ""
+    t = f' title="{esc(title)}"' if title else ""
+    k = f' class="{esc(cls)}"' if cls else ""
     return (
-        f'<div style="padding:2px 14px 2px 0;margin-right:4px;min-width:72px">'
+        f'<div{k}{t} style="padding:2px 14px 2px 0;margin-right:4px;min-width:72px">'
         f'<div style="font-size:10.5px;letter-spacing:.05em;text-transform:uppercase;color:{FAINT}">{esc(label)}</div>'
         f'<div style="font-size:16px;font-weight:600;{c}white-space:nowrap">{value}{sub_html}</div></div>'
     )
@@ -284,8 +317,12 @@ def table(
     *,
     align: str = "",
     row_styles: Sequence[str] | None = None,
+    fill: int | None = None,
 ) -> str:
-    """A compact table. Cells are HTML; ``align`` holds one letter per column (``l``/``r``/``c``)."""
+    """A compact table. Cells are HTML; ``align`` holds one letter per column (``l``/``r``/``c``).
+
+    Column ``fill`` (if given) takes the width the others leave and cuts its text short with an ellipsis,
+    so the table fits a narrow output; a table that cannot fit scrolls inside its own box."""
     al = {"l": "left", "r": "right", "c": "center"}
     aligns = [al.get(align[i] if i < len(align) else "l", "left") for i in range(len(headers))]
     th = "".join(
@@ -293,17 +330,20 @@ def table(
         f'border:none;border-bottom:1px solid {BORDER};white-space:nowrap">{esc(h)}</th>'
         for h, a in zip(headers, aligns)
     )
+    filler = "max-width:0;width:100%;overflow:hidden;text-overflow:ellipsis"
     body = []
     for i, cells in enumerate(rows):
         rs = row_styles[i] if row_styles and i < len(row_styles) else ""
         tds = "".join(
-            f'<td style="text-align:{a};padding:4px 10px 4px 0;border:none;border-bottom:1px solid {BORDER};vertical-align:middle;white-space:nowrap;max-width:none">{c}</td>'
-            for c, a in zip(cells, aligns)
+            f'<td style="text-align:{a};padding:4px 10px 4px 0;border:none;border-bottom:1px solid {BORDER};vertical-align:middle;'
+            f'white-space:nowrap;{filler if j == fill else "max-width:none"}">{c}</td>'
+            for j, (c, a) in enumerate(zip(cells, aligns))
         )
         body.append(f'<tr style="{_TR};{rs}">{tds}</tr>')
+    width = "width:100%" if fill is not None else "width:auto;min-width:min(60%, 100%)"
     return (
-        f'<table style="{_TABLE};width:auto;min-width:60%;font-size:12.5px">'
-        f'<thead><tr style="{_TR}">{th}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+        f'<div style="overflow-x:auto;max-width:100%"><table style="{_TABLE};{width};font-size:12.5px">'
+        f'<thead><tr style="{_TR}">{th}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
     )
 
 
@@ -312,7 +352,7 @@ def progress_html(frac: float, label: str, *, description: str = "", color: str 
     frac = max(0.0, min(1.0, frac))
     desc = f'<b style="margin-right:8px">{esc(description)}</b>' if description else ""
     return root(
-        f'<div style="display:flex;align-items:center;gap:0">{desc}'
+        f'<div style="display:flex;flex-wrap:wrap;align-items:center;gap:2px 0">{desc}'
         f'<div style="width:{width}px;height:10px;border-radius:5px;background:{TRACK};flex:none;overflow:hidden">'
         f'<div style="width:{frac * 100:.1f}%;height:100%;background:{color}"></div></div>'
         f'<span style="margin-left:8px">{esc(label)}</span></div>'

@@ -10,7 +10,28 @@ from . import _html as h
 if TYPE_CHECKING:
     from .picker import GpuPicker
 
-__all__ = ["field_of", "local_html", "offers_html", "picker_html"]
+__all__ = ["PICKER_CSS", "field_of", "local_html", "offers_html", "picker_html", "segment_head"]
+
+#: The live widget's own style sheet, scoped to it: model lists in 4, 2 or 1 columns by the picker's width
+#: (never 3 and a lone 4th), and selected models readable in light and dark themes.
+PICKER_CSS = """<style>
+.vastnb-gpu-picker { container-type: inline-size; }
+.vastnb-gpu-picker .vastnb-models { grid-template-columns: minmax(0, 1fr); }
+@container (min-width: 560px) { .vastnb-gpu-picker .vastnb-models { grid-template-columns: repeat(2, minmax(0, 1fr)); } }
+@container (min-width: 1100px) { .vastnb-gpu-picker .vastnb-models { grid-template-columns: repeat(4, minmax(0, 1fr)); } }
+.vastnb-gpu-picker select option:checked {
+  background: var(--jp-brand-color1, #1976d2) linear-gradient(0deg, var(--jp-brand-color1, #1976d2) 0 100%);
+  color: #fff;
+}
+</style>"""
+
+
+def segment_head(segment: str, no_match: str) -> str:
+    """A model list's heading; with ``no_match`` (the filter text), says that the filter hides every model in it."""
+    note = (f'<span style="font-weight:400;text-transform:none;letter-spacing:0;color:{h.FAINT};margin-left:6px">'
+            f"no match for “{h.esc(no_match)}”</span>") if no_match else ""
+    return (f'<div style="font-size:11px;font-weight:600;letter-spacing:.05em;text-transform:uppercase;color:{h.MUTED}">'
+            f"{h.esc(segment)}{note}</div>")
 
 
 def field_of(offer: Any, name: str) -> Any:
@@ -62,12 +83,12 @@ def local_html(picker: "GpuPicker") -> str:
         return f'<div style="color:{h.FAINT}">{h.esc(reason)}; workers here run on the CPU.</div>'
     rows = []
     for gpu, failed in picker.local_matches():
-        mark = f'<span style="color:{h.UP};font-weight:700">✓</span>' if not failed else f'<span style="color:{h.DANGER};font-weight:700">✗</span>'
+        mark = f'<span style="color:{h.UP};font-weight:700">✓</span>' if not failed else f'<span style="color:{h.ERROR_TEXT};font-weight:700">✗</span>'
         why = "matches" if not failed else "fails " + "; ".join(failed)
         rows.append(
             f'<div style="margin:1px 0">{mark} <b>GPU {gpu.index}</b> {h.esc(gpu.vast_name or gpu.name)} '
             f'<span style="color:{h.FAINT}">{h.fmt_gb(gpu.memory_mb)}</span> '
-            f'<span style="color:{h.MUTED if not failed else h.DANGER}">— {h.esc(why)}</span></div>'
+            f'<span style="color:{h.MUTED if not failed else h.ERROR_TEXT}">— {h.esc(why)}</span></div>'
         )
     return "".join(rows)
 
@@ -75,10 +96,10 @@ def offers_html(picker: "GpuPicker") -> str:
     if picker._offers_for != picker.query.unparse_query():
         return f'<div style="color:{h.FAINT}">searching…</div>'
     if picker.offers_error:
-        return f'<div style="color:{h.DANGER}">search failed: {h.esc(picker.offers_error)}</div>'
+        return f'<div style="color:{h.ERROR_TEXT}">search failed: {h.esc(picker.offers_error)}</div>'
     offers = picker.offers or []
     if not offers:
-        return f'<div style="color:{h.DANGER}">no offer matches: loosen the requirement</div>'
+        return f'<div style="color:{h.ERROR_TEXT}">no offer matches: loosen the requirement</div>'
     priced = [o for o in offers if isinstance(field_of(o, "dph_total"), (int, float))]
     best = min(priced, key=lambda o: field_of(o, "dph_total")) if priced else None
     text = f"<b>{len(offers):,}</b> matching offer{'s' if len(offers) != 1 else ''}"

@@ -25,7 +25,7 @@ from .. import query as _q
 from ..errors import ConfigurationError
 from ..events import Event, EventKind, WorkerSnapshot
 from . import _html as h
-from ._picker_html import field_of, picker_html
+from ._picker_html import PICKER_CSS, field_of, picker_html, segment_head
 from .progress import Throttle
 
 if TYPE_CHECKING:
@@ -109,19 +109,22 @@ class GpuPicker:
 
         self._filter = w.Text(placeholder="filter models, e.g. 4090 or H100", layout=w.Layout(width="260px"))
         self.model_lists: dict[str, ipywidgets.SelectMultiple] = {}
+        self._heads: dict[str, ipywidgets.HTML] = {}
         columns = []
         for segment in SEGMENTS:
-            sel = w.SelectMultiple(options=self._options(segment, ""), rows=7, layout=w.Layout(width="100%"))
+            # no horizontal margin: at width 100% a widget's default 2 px margins push its right border out of view
+            sel = w.SelectMultiple(options=self._options(segment, ""), rows=7, layout=w.Layout(width="100%", margin="2px 0"))
             sel.observe(self._on_models(segment), names="value")
             self.model_lists[segment] = sel
-            head = w.HTML(f'<div style="font-size:11px;font-weight:600;letter-spacing:.05em;text-transform:uppercase;color:{h.MUTED}">{h.esc(segment)}</div>')
-            columns.append(w.VBox([head, sel], layout=w.Layout(min_width="0")))
-        self._grid = w.GridBox(columns, layout=w.Layout(grid_template_columns="repeat(auto-fill, minmax(300px, 1fr))", grid_gap="6px 16px", width="100%"))
+            self._heads[segment] = w.HTML(segment_head(segment, ""))
+            columns.append(w.VBox([self._heads[segment], sel], layout=w.Layout(min_width="0", margin="0")))
+        self._grid = w.GridBox(columns, layout=w.Layout(grid_gap="6px 16px", width="100%", margin="2px 0"))
+        self._grid.add_class("vastnb-models")  # 4, 2 or 1 columns by the picker's width (PICKER_CSS), never 3 + 1
         self._chips = w.HTML(layout=w.Layout(flex="1 1 auto"))
         self._clear = w.Button(description="Clear", icon="times", layout=w.Layout(width="80px"), tooltip="Deselect every model")
         self._clear.on_click(lambda _: self.select())
         style = {"description_width": "110px"}
-        lay = w.Layout(width="380px")
+        lay = w.Layout(width="380px", max_width="100%")
 
         def slider(desc: str, steps: Sequence[Any], fmt: Callable[[Any], str]) -> ipywidgets.SelectionSlider:
             return w.SelectionSlider(options=[(fmt(v), v) for v in steps], value=steps[0], description=desc, style=style, layout=lay, continuous_update=False)
@@ -135,21 +138,22 @@ class GpuPicker:
         for ctl in self._controls():
             ctl.observe(lambda _: self._changed(), names="value")
         self._filter.observe(lambda _: self._refilter(), names="value")
-        self._apply_button = w.Button(description="Apply", button_style="primary", icon="check", tooltip="Set this requirement on the image")
+        self._apply_button = w.Button(description="Apply", button_style="primary", icon="check", tooltip="Set this requirement on the image",
+                                      layout=w.Layout(flex="none"))
         self._apply_button.on_click(lambda _: self.apply())
-        self._status = w.HTML()
-        self._out = w.HTML(layout=w.Layout(width="100%"))
+        self._status = w.HTML(layout=w.Layout(flex="1 1 240px", min_width="0"))
+        self._out = w.HTML(layout=w.Layout(width="100%", margin="2px 0"))
         title = w.HTML(
             h.root(f'<div style="font-size:15px;font-weight:650">GPU picker '
                    f'<span style="font-weight:400;font-size:12px;color:{h.FAINT}">choose where workers may run; Apply sets it on <code>{h.esc(self.var)}</code></span></div>')
         )
         settings = w.GridBox(
             [self.min_gpu_ram, self.num_gpus, self.max_price, self.min_reliability, self.min_cpu_cores, self.min_disk],
-            layout=w.Layout(grid_template_columns="repeat(auto-fill, minmax(400px, 1fr))", grid_gap="2px 16px", width="100%", margin="8px 0 4px 0"),
+            layout=w.Layout(grid_template_columns="repeat(auto-fill, minmax(min(100%, 400px), 1fr))", grid_gap="2px 16px", width="100%", margin="8px 0 4px 0"),
         )
         self.widget = w.VBox(
-            [title, w.HBox([self._filter, self._chips, self._clear], layout=w.Layout(align_items="center", width="100%")),
-             self._grid, settings, self._out, w.HBox([self._apply_button, self._status], layout=w.Layout(align_items="center"))],
+            [w.HTML(PICKER_CSS, layout=w.Layout(display="none")), title, w.HBox([self._filter, self._chips, self._clear], layout=w.Layout(align_items="center", width="100%", margin="2px 0", flex_flow="row wrap")),
+             self._grid, settings, self._out, w.HBox([self._apply_button, self._status], layout=w.Layout(align_items="center", width="100%", margin="2px 0", flex_flow="row wrap"))],
             layout=w.Layout(width="100%", padding="4px 2px"),
         )
         self.widget.add_class("vastnb-gpu-picker")
@@ -187,6 +191,7 @@ class GpuPicker:
             for segment, sel in self.model_lists.items():
                 opts = self._options(segment, text)
                 keep = {v for _, v in opts}
+                self._heads[segment].value = segment_head(segment, text if not opts else "")
                 # options and selection go to the browser in one message: an index into the old options that
                 # the new ones no longer have makes the frontend fail ("setting 'selected' of undefined")
                 with sel.hold_sync():
@@ -351,11 +356,11 @@ class GpuPicker:
             said = self.image.set_picker_requirement(q if q.query else None, PICKER_COLUMNS)
         except Exception as exc:  # noqa: BLE001 - a button callback must not raise into the kernel
             self.status = f"Not applied: {exc}"
-            self._status.value = h.root(f'<span style="color:{h.DANGER}">{h.esc(self.status)}</span>')
+            self._status.value = h.fluid(h.root(f'<span style="color:{h.ERROR_TEXT};overflow-wrap:anywhere">{h.esc(self.status)}</span>'))
             return self.status
         what = self.code or "no GPU requirement (any GPU)"
         self.status = f"Applied: {what}" + (f" — {said}" if said else "")
-        self._status.value = h.root(f'<span style="color:{h.UP}">✓</span> {h.esc(self.status)}')
+        self._status.value = h.fluid(h.root(f'<span style="color:{h.UP}">✓</span> <span style="overflow-wrap:anywhere">{h.esc(self.status)}</span>'))
         self._render()
         return self.status
 
@@ -419,7 +424,7 @@ class GpuPicker:
             return []
         groups: dict[str, list[WorkerSnapshot]] = {}
         for w in workers:
-            if w.perf_score is None:
+            if w.perf_score is None or not w.state.alive:  # a stopped worker costs nothing and serves nothing
                 continue
             model = _model_of(w.gpu)
             key = model.constant if model else re.sub(r"\s*#\d+$", "", w.gpu or "CPU")
@@ -444,7 +449,7 @@ class GpuPicker:
 
     def _render(self) -> None:
         with self._lock:
-            self._out.value = self.to_html(include_title=False)
+            self._out.value = h.fluid(self.to_html(include_title=False))
 
     def to_html(self, *, include_title: bool = True) -> str:
         """The picker's outputs as HTML: code, query string, local GPUs, offers, price-performance."""

@@ -32,10 +32,13 @@ class Throttle:
     """Runs ``fn`` on its own daemon thread: at most once per ``interval``, and once more after the last :meth:`poke`.
 
     :meth:`poke` only sets a flag, so it is safe (and cheap) from any thread,
-    including an event publisher's. ``tick`` (if given) returns how long to wait
-    for a poke before calling ``fn`` anyway, or None to wait indefinitely.
-    :meth:`stop` runs ``final`` (default ``fn``) once more on the thread and ends it.
-    The thread starts on the first poke.
+    including an event publisher's: any number of pokes while ``fn`` runs or
+    while the thread rests its ``interval`` become one call. ``tick`` (if given)
+    returns how long to wait for a poke before calling ``fn`` anyway, or None to
+    wait indefinitely. :meth:`stop` runs ``final`` (default ``fn``) once more on
+    the thread and ends it. The thread starts on the first poke. ``rest`` is how
+    the thread rests between calls (default: wait ``interval`` seconds, cut short
+    by :meth:`stop`); tests pass their own to hold the thread at that point.
     """
 
     def __init__(
@@ -46,6 +49,7 @@ class Throttle:
         name: str = "vastnb-throttle",
         tick: Callable[[], float | None] | None = None,
         final: Callable[[], None] | None = None,
+        rest: Callable[[float], object] | None = None,
     ) -> None:
         self.fn = fn
         self.interval = interval
@@ -55,7 +59,9 @@ class Throttle:
         self.calls = 0  # times fn (or final) ran
         self._wake = threading.Event()
         self._halt = threading.Event()
+        self._rest = rest or self._halt.wait
         self._stopping = False
+        self._idle = False
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.stopped = threading.Event()
@@ -66,6 +72,16 @@ class Throttle:
             return
         self._wake.set()
         self.start()
+
+    @property
+    def pending(self) -> bool:
+        """True while a poke waits for its call."""
+        return self._wake.is_set()
+
+    @property
+    def settled(self) -> bool:
+        """True when the thread waits for a poke and none is pending (every poke so far has had its call)."""
+        return self._idle and not self._wake.is_set()
 
     def start(self) -> None:
         """Start the thread without asking for a call (it then waits for a poke or its tick)."""
@@ -101,12 +117,15 @@ class Throttle:
 
     def _run(self) -> None:
         while not self._stopping:
+            self._idle = True
             self._wake.wait(self.tick() if self.tick is not None else None)
+            self._idle = False
             self._wake.clear()
             if self._stopping:
                 break
             self._call(self.fn)
-            self._halt.wait(self.interval)  # the rate limit; pokes meanwhile leave _wake set: the trailing call
+            if not self._stopping:
+                self._rest(self.interval)  # the rate limit; pokes meanwhile leave _wake set: the trailing call
         self._call(self.final)
         self.stopped.set()
 
@@ -118,7 +137,9 @@ class Progress:
     Redraws are rate-limited to ``1 / min_interval`` per second with the last
     state always drawn; :meth:`close` (or leaving the ``with`` block) draws the
     final state. ``mode`` is ``"widget"``, ``"text"`` or None to pick by
-    whether a Jupyter kernel is running.
+    whether a Jupyter kernel is running. ``rate=False`` shows the time elapsed
+    instead of a rate and time left (waiting for workers has no meaningful
+    rate); ``tick`` (seconds) redraws that often while open, so elapsed time moves.
     """
 
     def __init__(
@@ -133,11 +154,14 @@ class Progress:
         line_interval: float = 5.0,
         display: bool = True,
         initial: int = 0,
+        rate: bool = True,
+        tick: float | None = None,
     ) -> None:
         if mode not in (None, "widget", "text"):
             raise ValueError(f"Progress mode must be 'widget', 'text' or None (automatic). Instead got {mode!r}.")
         self.description = description
         self.unit = unit
+        self.rate = rate
         self.mode = mode or ("widget" if h.widget_frontend() else "text")
         self._total = total
         self.n = initial  # already done when the bar starts (drawn with the first update or close)
@@ -155,11 +179,14 @@ class Progress:
         self._widget: ipywidgets.HBox | None = None
         self._bar: ipywidgets.IntProgress | None = None
         self._label: ipywidgets.HTML | None = None
-        self._throttle = Throttle(self._render, min_interval, name="vastnb-progress", final=self._render_final)
+        self._throttle = Throttle(self._render, min_interval, name="vastnb-progress", final=self._render_final,
+                                  tick=(lambda: tick) if tick else None)
         if self.mode == "widget":
             self._build()
             if display:
                 self._show()
+        if tick:
+            self._throttle.start()
 
     # -- state --
 
@@ -210,6 +237,8 @@ class Progress:
         rate = n / elapsed if elapsed > 0 else 0.0
         if self.closed:
             s += f" · {'failed after' if self.failed else 'done in'} {h.fmt_seconds(elapsed)}"
+        elif not self.rate:
+            s += f" · {h.fmt_seconds(elapsed)}"
         elif n and elapsed > 0.2:
             s += f" · {h.fmt_rate(rate)}"
             if total is not None and total > n and rate > 0:
@@ -226,7 +255,7 @@ class Progress:
         self._desc = w.HTML(f"<b>{h.esc(self.description)}</b>" if self.description else "",
                             layout=w.Layout(flex="none", margin="0 8px 0 0"))
         self._label = w.HTML(h.esc(self._count_text()), layout=w.Layout(flex="1 1 auto", margin="0 0 0 8px"))
-        self._widget = w.HBox([self._desc, self._bar, self._label], layout=w.Layout(align_items="center"))
+        self._widget = w.HBox([self._desc, self._bar, self._label], layout=w.Layout(align_items="center", flex_flow="row wrap"))
         self._widget.add_class("vastnb-progress")
 
     def _count_text(self) -> str:
@@ -261,7 +290,7 @@ class Progress:
     def to_html(self) -> str:
         """The bar as static HTML (what a saved notebook keeps)."""
         total = self._total
-        frac = 1.0 if total is None and self.closed else (self.n / total if total else 0.0)
+        frac = 1.0 if (total is None and self.closed) or self.failed else (self.n / total if total else 0.0)
         color = h.DANGER if self.failed else h.STATE_COLORS["ready"] if self.closed and (total is None or self.n >= total) else h.ACCENT
         return h.progress_html(frac, self._count_text(), description=self.description, color=color)
 
@@ -291,7 +320,7 @@ class Progress:
             return
         total = self._total
         bar.max = max(1, total if total is not None else max(self.n, 1))
-        bar.value = min(self.n, bar.max)
+        bar.value = bar.max if self.closed and self.failed else min(self.n, bar.max)  # a failure reads red at a glance
         if self.closed:
             bar.bar_style = "danger" if self.failed else "success" if total is None or self.n >= total else "warning"
         label.value = h.esc(self._count_text())
