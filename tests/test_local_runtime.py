@@ -353,3 +353,24 @@ def test_workers_die_with_their_parent(tmp_path):
     while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(pid_alive(p) for p in pids)
+
+
+def test_shutdown_while_the_first_worker_is_being_made_leaks_nothing(make_app, monkeypatch):
+    """Shutting down at once after the start (a failing first call does that) ends the worker being spawned."""
+    import gc
+
+    leaked: list[str] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: leaked.append(repr(u.exc_value)))
+    for i in range(12):
+        app = make_app(f"instant-{i}")
+
+        @app.remote()
+        async def f(x):
+            return x
+
+        app.spec()
+        app._ensure_started()  # what the first call does before it fails to pickle its arguments
+        app.shutdown()
+        gc.collect()
+        assert all(not pid_alive(w.pid) for w in app.snapshot().workers if w.pid)
+    assert leaked == []

@@ -143,11 +143,20 @@ class WorkerProcesses:
         env["PYTHONUNBUFFERED"] = "1"
         if handle.gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = str(handle.gpu.uuid or handle.gpu.index)
-        process = await asyncio.create_subprocess_exec(
+        creating = asyncio.ensure_future(asyncio.create_subprocess_exec(
             sys.executable, "-m", "vastnb.worker",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             env=env, cwd=self.cwd, start_new_session=True,
-        )
+        ))
+        try:
+            process = await asyncio.shield(creating)
+        except asyncio.CancelledError:  # shut down while the process was being made: end it, do not leak it
+            process = await creating
+            handle.process = process
+            self._kill(handle)
+            await process.wait()
+            close_pipes(process)
+            raise
         handle.process = process
         assert process.stdin is not None and process.stdout is not None and process.stderr is not None
         process.stdin.write((json.dumps({"id": handle.id, "secret": self.secret.hex()}) + "\n").encode())
@@ -460,6 +469,8 @@ class WorkerProcesses:
                 pass
         proc = handle.process
         if proc is not None:
+            if handle.conn is None:  # still starting: nothing to finish, nothing to say goodbye to
+                self._kill(handle)
             try:
                 await asyncio.wait_for(proc.wait(), 5)
             except asyncio.TimeoutError:
