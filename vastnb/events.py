@@ -35,13 +35,18 @@ BUSY_WINDOW_S = 10.0
 
 
 class WorkerState(str, enum.Enum):
-    """Where a worker is in its life: provisioning → loading → benchmarking → ready ⇄ busy → draining → stopped, or error."""
+    """Where a worker is in its life: provisioning → loading → benchmarking → ready ⇄ busy → draining → stopped, or error.
+
+    ``inactive`` is a loaded worker kept out of routing: Vast's cold workers (stopped with the model on disk,
+    GPU not billed, restarted when load needs them), and locally a worker the autoscaler holds in reserve.
+    It is alive (it counts toward ``cold_workers``) but not serving."""
 
     PROVISIONING = "provisioning"
     LOADING = "loading"
     BENCHMARKING = "benchmarking"
     READY = "ready"
     BUSY = "busy"
+    INACTIVE = "inactive"
     DRAINING = "draining"
     STOPPED = "stopped"
     ERROR = "error"
