@@ -84,6 +84,7 @@ class Realism:
     workers_shape: str = "list"  # "list" (what the SDK reads), "object" ({"workers": [...]}, the OpenAPI file), "error" (a string)
     fieldless_rows: bool = False  # worker rows with only the OpenAPI file's fields: id, status, url, created_at
     second_delete_400: bool = False  # DELETE endptjobs/{id}/ after DELETE deployment/{id}/: 400 "delete update failed"
+    sticky_endpoint: bool = False  # DELETE deployment/{id}/ leaves the endpoint, whose DELETE answers 400 (a real failure)
     omit_workergroup_id: bool = False  # PUT deployments/ answers without workergroup_id
     provisioning_s: float = 0.0  # seconds (of the fake clock) a worker spends CREATING, then LOADING, before it serves
     no_offers: bool = False  # no offer matches: no worker is ever recruited, /route/ says so
@@ -238,6 +239,11 @@ class VastStandIn:
             if str(container_id) in workers:
                 workers[str(container_id)].update(ready=True, url=url)
 
+    def backend_options(self, **overrides: Any) -> dict[str, Any]:
+        """``VastBackend(...)`` options pointing the official SDK at this stand-in (quick polls, short waits)."""
+        return {"api_key": self.api_key, "webserver_url": self.url, "autoscaler_url": self.url, "poll_interval": 0.2,
+                "max_poll_interval": 1.0, "ready_timeout": 60.0, **overrides}
+
     def endpoint_key(self, endpoint_id: int) -> str:
         return str(self.endpoints[endpoint_id]["api_key"])
 
@@ -382,6 +388,8 @@ class VastStandIn:
 
     def _forget(self, dep: StandInDeployment) -> None:
         """A deleted deployment takes its endpoint and workergroup along (as Vast's DELETE deployment does)."""
+        if self.real(dep.name).sticky_endpoint:
+            return
         self.endpoints.pop(dep.endpoint_id, None)
         self.workergroups.pop(dep.workergroup_id, None)
         if self.real(dep.name).second_delete_400:
@@ -435,6 +443,8 @@ class VastStandIn:
         if not self._authorized(request):
             return self._denied()
         endpoint_id = int(request.match_info["id"])
+        if self.real(self.endpoints.get(endpoint_id, {}).get("endpoint_name")).sticky_endpoint:
+            return web.json_response({"success": False, "error": "delete update failed"}, status=400)
         if self.endpoints.pop(endpoint_id, None) is None:
             if endpoint_id in self.deleted_endpoints:  # realism: gone with its deployment, and Vast says 400
                 return web.json_response({"success": False, "error": "delete update failed"}, status=400)
@@ -474,12 +484,12 @@ class VastStandIn:
             return self._denied()
         request_idx = body.get("request_idx") or next(self._reqnum)
         real = self.real(endpoint["endpoint_name"])
-        if real.slow_routes > 0:
-            real.slow_routes -= 1
-            await asyncio.sleep(real.route_delay)
         if real.route_failures:
             status, text = real.route_failures.pop(0)
             return web.Response(status=status, text=text)  # plain text, no Retry-After (as Vast's 429s come)
+        if real.slow_routes > 0:  # after the failures: the client gives up on it, the answer goes nowhere
+            real.slow_routes -= 1
+            await asyncio.sleep(real.route_delay)
         if real.malicious_host is not None:
             host = f"{self.url}/malicious-worker/{endpoint['endpoint_name']}"
             return web.json_response(self.signed_route(host, endpoint["endpoint_name"], body.get("cost", 100), request_idx))

@@ -22,6 +22,7 @@ sent up front while no worker has confirmed having it).
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from typing import Any, Callable
 
@@ -138,7 +139,7 @@ class FrameChannel:
         except (ConnectionError, ValueError) as exc:
             error = SessionGone(redact(exc)) if session is not None else VastApiError(redact(f"{what} failed: {exc}"))
         except Exception as exc:  # noqa: BLE001 - the SDK raises bare Exception/RuntimeError; keep only its words
-            error = VastApiError(redact(f"{what} failed on its way through Vast: {exc}"))
+            error = VastApiError(self.refusal(what, redact(exc)))
         if error is not None:
             raise error
         return self.read_result(result, what, session)
@@ -169,6 +170,23 @@ class FrameChannel:
                 return reply
             err = VastApiError(f"{what}: the worker speaks another vastnb protocol; redeploy")
         raise err
+
+    def refusal(self, what: str, text: str) -> str:
+        """A request that Vast refused (``/route/`` answering 4xx is not retried), in words with the fix."""
+        endpoint = self.sdk.managed.endpoint_id if self.sdk is not None and self.sdk.managed is not None else "?"
+        found = re.match(r"Failed to route endpoint: HTTP (\d{3}) - (.*)", text, re.S)
+        if found is None:
+            return f"{what} failed on its way through Vast: {text}"
+        status, said = found.group(1), found.group(2).strip()[:300]
+        if status in ("401", "403"):
+            fix = ("the endpoint's own key was refused: it may have been deleted and created again; create the "
+                   "Deployment again (or run %vast_deployment again) to pick up the new one.")
+        elif status == "404":
+            fix = (f"endpoint {endpoint} is gone (deleted in the console, or by its ttl after this kernel's "
+                   "heartbeats stopped): create the Deployment again (or run %vast_deployment again) to redeploy.")
+        else:
+            fix = "see %vast_status and %vast_logs."
+        return f"{what}: Vast's /route/ refused the request (HTTP {status}: {said}); {fix}"
 
     def exception_loader(self) -> Callable[[bytes], Any]:
         """How a reply's pickled exception is loaded: restricted unless the hosts are trusted."""

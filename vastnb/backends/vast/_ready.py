@@ -62,6 +62,7 @@ class Readiness:
         def _poke(self) -> None: ...
         async def _ensure_deployed(self) -> DeployResult: ...
         def _shut_down_error(self) -> DeploymentShutDown: ...
+        def offers(self, query: Any = None, *, limit: int = 256) -> Any: ...
 
     def ready_target(self) -> int:
         """Serving workers ``ensure_ready()`` waits for: ``ready_workers`` when given, else 1 (the active one)."""
@@ -88,7 +89,7 @@ class Readiness:
         if self._closing:
             raise self._shut_down_error()
         if len(self.tracker.serving()) < min_ready:
-            raise WorkerStartError(self._not_ready_message(min_ready))
+            raise WorkerStartError(self._not_ready_message(min_ready, await self._offers_note()))
 
     async def _hello(self, deadline: Deadline) -> dict[str, Any]:
         reply = await self.channel.exchange({"op": "hello"}, 1.0, deadline, "waiting for a ready worker", None)
@@ -106,7 +107,7 @@ class Readiness:
         return (f"Vast keeps provisioning (and billing) its workers until the deployment is deleted: app.shutdown() "
                 f"from this notebook, or {command} (https://cloud.vast.ai/serverless/).")
 
-    def _not_ready_message(self, min_ready: int) -> str:
+    def _not_ready_message(self, min_ready: int, hint: str = "") -> str:
         endpoint = self.deploy_result.endpoint_id if self.deploy_result else None
         route = self.sdk.route.describe() if self.sdk is not None else ""
         said = f"; {route}" if route else ""
@@ -114,7 +115,20 @@ class Readiness:
             f"{min_ready} worker(s) of deployment {self.spec.name!r} (Vast endpoint {endpoint}) did not become "
             f"ready within {self.ready_timeout:g} s. Vast reports: {self.tracker.summary()}{said}. Cold starts pull "
             "the image and enter your contexts (minutes on Vast); see %vast_logs, call ensure_ready() again to keep "
-            f"waiting, or raise VastBackend(ready_timeout=...). {self.billing_note()}")
+            f"waiting, or raise VastBackend(ready_timeout=...).{hint} {self.billing_note()}")
+
+    async def _offers_note(self) -> str:
+        """When Vast never listed a worker: whether any offer matches the image's requirement (the usual cause)."""
+        if self.tracker.workers:
+            return ""
+        try:
+            found = await asyncio.wait_for(asyncio.to_thread(self.offers), 40.0)
+        except Exception:  # noqa: BLE001 - a hint, not the error
+            return ""
+        if found.count == 0:
+            return (f" No offer on Vast's marketplace matches the image's requirement ({found.query!r}), so no worker "
+                    "can be recruited: loosen image.require(...) (see %vast_gpus).")
+        return ""
 
     def _python_message(self, theirs: str) -> str:
         ours = _pyver(PY)

@@ -71,8 +71,7 @@ class RouteState:
     def answered(self, body: dict[str, Any]) -> None:
         before = self.describe()
         self.error, self.failures, self.at = "", 0, time.time()
-        if "url" not in body:
-            self.status = status_text(body.get("status")) or "no ready worker (no status given)"
+        self.status = "" if "url" in body else (status_text(body.get("status")) or "no ready worker (no status given)")
         self._changed(before)
 
     def failed(self, text: str) -> float:
