@@ -442,6 +442,38 @@ def test_remote_exceptions_keep_type_message_and_traceback(live: dict[str, Any])
     assert divide.call(6, 3) == 2.0
 
 
+@dataclasses.dataclass
+class Reading:
+    """A class defined in "the notebook", returned by a remote function."""
+
+    sensor: str
+    values: Any
+
+
+class SensorError(Exception):
+    """An exception class defined in "the notebook", raised remotely."""
+
+
+def test_notebook_classes_and_arrays_come_back_through_the_restricted_loader(live: dict[str, Any]) -> None:
+    import numpy as np
+
+    app = live["app"]
+
+    @app.remote
+    async def read(n):  # type: ignore[no-untyped-def]
+        import numpy
+
+        if n < 0:
+            raise SensorError(f"sensor {n} is offline")
+        return Reading("t1", numpy.arange(n))
+
+    result = read.call(3)
+    assert type(result) is Reading and result.sensor == "t1" and np.array_equal(result.values, np.arange(3))
+    with pytest.raises(SensorError) as info:
+        read.call(-1)
+    assert type(info.value) is SensorError and str(info.value) == "sensor -1 is offline"
+
+
 # aiohttp warns when the SDK posts a multi-MiB JSON body from the event loop (the backend's own loop, not Jupyter's)
 @pytest.mark.filterwarnings("ignore:Sending a large body directly with raw bytes:ResourceWarning")
 def test_megabytes_round_trip(live: dict[str, Any]) -> None:

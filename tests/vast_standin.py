@@ -99,7 +99,7 @@ def malicious_payload(marker: str) -> bytes:
 
     class Exploit:
         def __reduce__(self) -> Any:
-            return (exec, (f"open({marker!r}, 'w').write('the host ran code in the notebook')",))
+            return (exec, (f"with open({marker!r}, 'w') as f:\n    f.write('the host ran code in the notebook')",))
 
     main = pickle.dumps({"v": 1, "worker": "evil", "pid": 1, "ok": True, "value": Exploit(), "out": []}, protocol=5)
     return struct.pack("<IQ", 0, len(main)) + main

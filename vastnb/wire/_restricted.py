@@ -17,8 +17,8 @@ away) on the user's laptop. So replies from Vast workers are loaded by
   notebook sends by value), matched by module and qualified name to the
   notebook's own copies, looked up, never imported, and never rebuilt from code
   the host sent;
-* exception classes of modules the notebook has already imported, created
-  without running their ``__init__``.
+* exception classes of modules the notebook has already imported (never an
+  import triggered by the reply), built from their arguments as pickle does.
 
 Anything else (a function, ``cloudpickle``'s code rebuilders, ``eval``,
 ``getattr``, a module never imported here) stops the load with
@@ -119,17 +119,19 @@ def _rebuild_tensor(buf: Any, dtype: Any, shape: Any, requires_grad: Any) -> Any
 
 
 class _ExceptionOf:
-    """Rebuilds an exception of an already-imported library without running its ``__init__`` (pickle's
-    ``cls(*args)``, then ``__setstate__`` with its attributes)."""
+    """Rebuilds an exception of a library the notebook already imported: ``cls(*args)`` as pickle does (an
+    exception's constructor stores its arguments); one that refuses them is made without its ``__init__``."""
 
     def __init__(self, cls: type[BaseException]) -> None:
         self.cls = cls
 
     def __call__(self, *args: Any) -> BaseException:
-        exc = self.cls.__new__(self.cls, *args)
-        if not exc.args and args:
+        try:
+            return self.cls(*args)
+        except Exception:  # noqa: BLE001 - arguments its constructor does not take: the args alone
+            exc = self.cls.__new__(self.cls, *args)
             exc.args = args
-        return exc
+            return exc
 
 
 def _allowed(module: str, name: str) -> Any:
