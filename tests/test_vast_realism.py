@@ -8,6 +8,7 @@ reaches Vast's cloud.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import sys
@@ -20,10 +21,13 @@ import vastnb
 from vastnb import CallTimeout, ConfigurationError, WorkerStartError
 from vastnb.backends.vast import VastApiError, VastBackend
 from vastnb.backends.vast import _ready, _routing
+from vastnb.backends.vast._module import build_snapshot, generate_module
+from vastnb.deployment._capture import capture
 from vastnb.events import EventKind, WorkerState
 from vastnb.query import gpu_ram
+from vastnb.spec import BenchmarkSpec, DeploymentSpec, FunctionSpec
 from tests.conftest import wait_for
-from tests.vast_standin import Realism, VastStandIn, WorkerLauncher
+from tests.vast_standin import Realism, VastStandIn, WorkerLauncher, serve_module
 
 pytestmark = pytest.mark.timeout(240)
 IMAGE = "vastai/base-image:@vastai-automatic-tag"
@@ -358,6 +362,37 @@ def test_names_vast_refuses_are_refused_before_anything_is_sent(name: str, tag: 
         app.ensure_ready()
     assert str(info.value) == message
     assert app.state == "declared"
+
+
+# =========================================================================== item 5: the benchmark's length
+
+
+async def _bench_step(path):  # type: ignore[no-untyped-def]
+    with open(path, "a") as fh:
+        fh.write("call\n")
+
+
+@pytest.mark.parametrize("parallel, calls, per_run", [(False, 1 + 3, "100.0"), (True, 1 + 3 * 10, "1000.0")])
+def test_the_official_benchmark_runs_a_serial_function_once_per_run(
+        standin: VastStandIn, tmp_path: Any, parallel: bool, calls: int, per_run: str) -> None:
+    """The frame function allows parallel requests, so the official benchmark sends 10 per run: a serial benchmark
+    function runs once per run (1 + runs calls, its whole workload per run), a parallel one 10 times."""
+    marker = str(tmp_path / "calls.txt")
+    fn = FunctionSpec(name="_bench_step", blob=capture(_bench_step, "_bench_step"), allow_parallel=parallel)
+    bench = BenchmarkSpec(fn_hash=fn.hash, dataset=[{"path": marker}], generator=None, runs=3, parallel=parallel,
+                          workload_calculator=None)
+    fn = dataclasses.replace(fn, benchmark=bench)
+    spec = DeploymentSpec(name="bench", functions={"_bench_step": fn}, benchmark="_bench_step")
+    module = generate_module("bench", build_snapshot(spec), benchmark_runs=3, frame_key="k",
+                             benchmark_parallel=parallel)
+    worker = serve_module(standin, str(tmp_path), module, "bench", "701")
+    try:
+        worker.wait_ready()
+        with open(marker) as fh:
+            assert len(fh.read().splitlines()) == calls
+        assert re.findall(r"Total workload: ([\d.]+)", worker.log()) == [per_run] * 3
+    finally:
+        worker.stop()
 
 
 # =========================================================================== item 3: the workers' Python

@@ -34,13 +34,12 @@ import torch
 import vastnb
 from vastnb.backends.vast import VastBackend
 from vastnb.backends.vast._module import build_snapshot, generate_module
-from vastnb.backends.vast._sdk import stage_package
 from vastnb.deployment._capture import capture
 from vastnb.spec import DeploymentSpec, FunctionSpec
 from vastnb.wire import UntrustedReply, dumps_payload, dumps_reply, loads_untrusted
 from vastnb.wire import messages as m
 from vastnb.worker.vast import FRAME_ROUTE, PY, decode_frame, encode_frame, frame_key, open_frame, seal_frame
-from tests.vast_standin import OfficialWorkerProcess, Realism, VastStandIn, WorkerLauncher
+from tests.vast_standin import OfficialWorkerProcess, Realism, VastStandIn, serve_module
 
 pytestmark = pytest.mark.timeout(240)
 IMAGE = "vastai/base-image:@vastai-automatic-tag"
@@ -241,19 +240,11 @@ async def _touch(path):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="module")
 def sealed(standin: VastStandIn, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """One official worker serving vastnb's module with frame key ``KEY``."""
-    from vastai.serverless.remote.base import Config
-    from vastai.serverless.remote.utils import create_deployment_tarball
-
     root = tmp_path_factory.mktemp("sealed")
     fn = FunctionSpec(name="_touch", blob=capture(_touch, "_touch"), allow_parallel=False)
     spec = DeploymentSpec(name="sealed", functions={"_touch": fn})
-    (root / "src").mkdir()
-    (root / "src" / "deployment.py").write_text(generate_module("sealed", build_snapshot(spec), frame_key=KEY))
-    copies = [stage_package(p, str(root / "pkgs")) for p in ("vastnb", "cloudpickle")]
-    tar = str(root / "d.tar.gz")
-    create_deployment_tarball(tar, Config("sealed", [], [], [], []), str(root / "src" / "deployment.py"), copies)
-    worker = OfficialWorkerProcess(str(root / "run"), deployment_id=2, container_id="601", report_addr=standin.url,
-                                   tarball=tar)
+    module = generate_module("sealed", build_snapshot(spec), frame_key=KEY)
+    worker = serve_module(standin, str(root), module, "sealed", "601", deployment_id=2)
     try:
         worker.wait_ready()
         yield {"worker": worker, "fn": fn, "marker": str(root / "ran.txt")}

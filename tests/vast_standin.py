@@ -60,7 +60,7 @@ from typing import Any, Callable
 from aiohttp import web
 
 __all__ = ["FakeClock", "OfficialWorkerProcess", "Realism", "VastStandIn", "WorkerLauncher", "free_port_pair",
-           "malicious_payload"]
+           "malicious_payload", "serve_module"]
 
 
 class FakeClock:
@@ -699,6 +699,26 @@ class OfficialWorkerProcess:
                     pass
                 self.process.wait(5)
         self._log.close()
+
+
+def serve_module(standin: "VastStandIn", root: str, module_source: str, name: str, container_id: str,
+                 deployment_id: int = 1) -> OfficialWorkerProcess:
+    """An OFFICIAL worker serving ``module_source`` (a generated deployment module), tarred with the SDK's helpers
+    as an upload would be, with vastnb and cloudpickle shipped beside it; the caller stops it."""
+    from vastai.serverless.remote.base import Config
+    from vastai.serverless.remote.utils import create_deployment_tarball
+
+    from vastnb.backends.vast._sdk import stage_package
+
+    os.makedirs(os.path.join(root, "src"), exist_ok=True)
+    path = os.path.join(root, "src", "deployment.py")
+    with open(path, "w") as fh:
+        fh.write(module_source)
+    copies = [stage_package(p, os.path.join(root, "pkgs")) for p in ("vastnb", "cloudpickle")]
+    tar = os.path.join(root, "deployment.tar.gz")
+    create_deployment_tarball(tar, Config(name, [], [], [], []), path, copies)
+    return OfficialWorkerProcess(os.path.join(root, "run"), deployment_id=deployment_id, container_id=container_id,
+                                 report_addr=standin.url, tarball=tar)
 
 
 class WorkerLauncher:
