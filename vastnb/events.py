@@ -125,7 +125,7 @@ class Decision:
 
 @dataclass(frozen=True)
 class AutoscalerSnapshot:
-    """Load and capacity in workload units per second; queue times in seconds."""
+    """Load and capacity (of serving workers) in workload units per second; queue times in seconds."""
 
     load: float = 0.0
     capacity: float = 0.0
@@ -135,6 +135,8 @@ class AutoscalerSnapshot:
     target_workers: int = 0
     max_workers: int = 0
     last_decision: Decision | None = None
+    active_workers: int | None = None  # loaded workers that serve (None: not known)
+    inactive_workers: int | None = None  # loaded workers held out of routing (Vast's inactive cold workers)
 
 
 @dataclass(frozen=True)

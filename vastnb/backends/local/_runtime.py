@@ -311,6 +311,12 @@ class LocalBackend(WorkerProcesses, Routing):
             handle = self.workers.get(worker_id)
             if handle is not None and handle.state.alive and not handle.stopping:
                 asyncio.create_task(self._drain(handle))
+        held = set(rec.inactive)
+        for handle in alive:  # Vast's inactive cold workers: loaded, kept out of routing until the policy needs them
+            if handle.inactive != (handle.id in held):
+                handle.inactive = handle.id in held
+                self._publish_worker(handle)
+        self._dispatch()
 
     def _sample_history(self) -> None:
         counts: dict[str, int] = {}

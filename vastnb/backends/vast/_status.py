@@ -301,6 +301,8 @@ class StatusTracker:
             target_workers=target,
             max_workers=int(getattr(cfg, "max_workers", None) or 0),
             last_decision=Decision(stamp, len(alive), target, f"Vast {route}") if route else None,
+            active_workers=len(serving),
+            inactive_workers=sum(1 for v in alive if v.state == WorkerState.INACTIVE),
         )
 
     def snapshot(self, name: str, state: str, code_version: str) -> DeploymentSnapshot:
