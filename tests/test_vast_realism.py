@@ -20,7 +20,7 @@ import pytest
 import vastnb
 from vastnb import CallTimeout, ConfigurationError, WorkerStartError
 from vastnb.backends.vast import VastApiError, VastBackend
-from vastnb.backends.vast import _ready, _routing
+from vastnb.backends.vast import _ready, _route
 from vastnb.backends.vast._module import build_snapshot, generate_module
 from vastnb.deployment._capture import capture
 from vastnb.events import EventKind, WorkerState
@@ -105,7 +105,7 @@ def test_ready_workers_must_be_a_positive_integer() -> None:
 
 def test_route_502_429_and_slow_answers_are_retried_until_the_deadline(
         standin: VastStandIn, launcher: WorkerLauncher, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_routing, "MAX_BACKOFF", 0.2)  # the back-off doubles up to this (30 s on Vast)
+    monkeypatch.setattr(_route, "MAX_BACKOFF", 0.2)  # the back-off doubles up to this (30 s on Vast)
     launcher.enable("flaky")
     real = Realism(route_failures=[(502, "<html><body>502 Bad Gateway</body></html>"), (429, "Too Many Requests"),
                                    (503, "upstream connect error")], slow_routes=1)

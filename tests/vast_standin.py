@@ -739,10 +739,14 @@ class WorkerLauncher:
         standin.on_upload = self._on_upload
 
     def enable(self, name: str) -> None:
+        """Start workers for deployment ``name`` (a name ending in ``*``: every name with that prefix)."""
         self.names.add(name)
 
+    def _enabled(self, name: str) -> bool:
+        return name in self.names or any(n.endswith("*") and name.startswith(n[:-1]) for n in self.names)
+
     def _on_upload(self, dep: StandInDeployment, action: str) -> None:
-        if dep.name not in self.names or self.standin.real(dep.name).no_offers:  # no offer: nobody to recruit
+        if not self._enabled(dep.name) or self.standin.real(dep.name).no_offers:  # no offer: nobody to recruit
             return
         thread = threading.Thread(target=self._launch, args=(dep,), daemon=True)
         self._threads.append(thread)

@@ -4,7 +4,7 @@
 ``_backend`` (lifecycle, calls, cells), ``_ready`` (what ready means and the
 wait for it), ``_teardown`` (deleting what was deployed), ``_monitor`` (status
 polls, heartbeats, logs), ``_calls`` (frames through the SDK with deadlines),
-``_routing`` (``/route/``'s transient failures and status text), ``_status``
+``_route`` (``/route/``'s transient failures and status text), ``_status``
 (Vast's worker list as vastnb's state model), ``_sdk`` (the SDK's client and
 deploy steps), ``_offers`` (the marketplace search) and ``_module`` (the
 deployment module and code snapshot the workers run).

@@ -5,7 +5,7 @@ One :meth:`FrameChannel.exchange` is one request the official SDK routes
 The SDK would wait forever for a ready worker and retry transport errors and
 5xx forever; here every exchange has a deadline, 5xx retries are bounded
 (``max_retries``), ``/route/``'s own transient failures are ridden out until the
-deadline (:mod:`._routing`), and a timeout says what it was waiting for (the
+deadline (:mod:`._route`), and a timeout says what it was waiting for (the
 SDK's request tracker tells: no ready worker, retrying a failing worker, or
 running; ``/route/``'s last words tell why).
 

@@ -7,7 +7,7 @@ engine will serve with: one serving worker, or ``VastBackend(ready_workers=N)``
 when the user asks for more, and shows inactive workers as such.
 
 The wait asks a worker for its ``hello`` through ``/route/`` (whose transient
-failures are retried until the deadline, see :mod:`._routing`); that answer
+failures are retried until the deadline, see :mod:`._route`); that answer
 also says which Python the worker runs, checked once here: notebook code travels
 as bytecode and loads only on the notebook's minor version. A wait that ends
 without a worker says what Vast reported and how to stop the billing, since the

@@ -226,7 +226,7 @@ class SdkSession:
         self.autoscaler_url: str = self.client.autoscaler_url.rstrip("/")
         self.managed: Any = None  # ManagedDeployment after deploy()
         self.endpoint: Any = None  # routing Endpoint
-        from ._routing import RouteState
+        from ._route import RouteState
 
         self.route = RouteState()  # what /route/ said last (shared by every request of this deployment)
         _install_log_redaction()
@@ -307,9 +307,9 @@ class SdkSession:
     async def routing_endpoint(self) -> Any:
         """The endpoint object calls are routed through (its data carries the endpoint's own key).
 
-        It retries ``/route/``'s transient failures and remembers what ``/route/`` said last (:mod:`._routing`)."""
+        It retries ``/route/``'s transient failures and remembers what ``/route/`` said last (:mod:`._route`)."""
         if self.endpoint is None:
-            from ._routing import RoutingEndpoint
+            from ._route import RoutingEndpoint
 
             data = await self.endpoint_data()
             self.endpoint = RoutingEndpoint(client=self.client, data=data, route=self.route)
