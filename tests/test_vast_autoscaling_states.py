@@ -123,3 +123,21 @@ def test_locally_an_inactive_worker_is_loaded_but_gets_no_calls(make_app) -> Non
     futures = [where.submit(0.2) for _ in range(400)]  # load: the policy activates the inactive worker
     assert wait_for(lambda: all(w.state.serving for w in app.snapshot().workers), timeout=60)
     assert len({f.result(60) for f in futures}) == 2
+
+
+def test_the_dashboard_shows_inactive_workers_and_bills_only_active_gpus() -> None:
+    from vastnb.events import AutoscalerSnapshot, DeploymentSnapshot, WorkerSnapshot
+    from vastnb.widgets.dashboard import render_text
+    from vastnb.widgets._panels import header_html
+
+    def snap(*workers: WorkerSnapshot) -> DeploymentSnapshot:
+        return DeploymentSnapshot(name="d", backend="vast", state="running", workers=workers,
+                                  autoscaler=AutoscalerSnapshot(active_workers=1, inactive_workers=1))
+
+    active = WorkerSnapshot("1", READY, gpu="RTX 4090", perf_score=100.0, price_per_hour=0.42)
+    cold = WorkerSnapshot("2", INACTIVE, gpu="RTX 4090", perf_score=100.0, price_per_hour=0.42)
+    text = render_text(snap(active, cold))
+    assert "2 workers: 1 ready, 1 inactive" in text and "$0.42/h" in text  # the inactive GPU is not billed
+    assert "1 inactive" in header_html(snap(active, cold))
+    unpriced = WorkerSnapshot("3", READY, gpu=None, perf_score=100.0, price_per_hour=None)
+    assert "cost unknown" in render_text(snap(active, unpriced))  # not $0.42/h, not $0/h

@@ -104,7 +104,8 @@ def test_ready_workers_must_be_a_positive_integer() -> None:
 
 
 def test_route_502_429_and_slow_answers_are_retried_until_the_deadline(
-        standin: VastStandIn, launcher: WorkerLauncher, monkeypatch: pytest.MonkeyPatch) -> None:
+        standin: VastStandIn, launcher: WorkerLauncher, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(_route, "MAX_BACKOFF", 0.2)  # the back-off doubles up to this (30 s on Vast)
     launcher.enable("flaky")
     real = Realism(route_failures=[(502, "<html><body>502 Bad Gateway</body></html>"), (429, "Too Many Requests"),
@@ -121,6 +122,8 @@ def test_route_502_429_and_slow_answers_are_retried_until_the_deadline(
             "Vast /route/ failing (3 in a row, retrying): HTTP 503 - upstream connect error"]
         assert re.fullmatch(r"Vast /route/ failing \(4 in a row, retrying\): Request to http://127\.0\.0\.1:\d+"
                             r"/route/ timed out after 10\.0s", lines[3]), lines  # the slow answer, given up on
+        # the readiness bar said what Vast said, and ends on the worker it found
+        assert "flaky: workers ready: 1/1 workers, Vast /route/: a worker is ready · done in" in capsys.readouterr().err
         assert app.functions["double"].call(21) == 42
 
         @app.remote(timeout=2.0)

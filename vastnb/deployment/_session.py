@@ -73,6 +73,10 @@ def follow_ready(app: Deployment, fut: "concurrent.futures.Future[None]", want: 
     def on_event(event: Any) -> None:
         if event.kind == EventKind.WORKER and event.worker is not None and event.worker.state.serving:
             serving(event.worker.id)
+        elif event.kind == EventKind.LOG and event.data.get("source") == "route":  # what Vast says while it waits
+            with lock:
+                if bar is not None and not finished:
+                    bar.set_postfix(str(event.data.get("line", "")))
 
     unsubscribe = app.events.subscribe(on_event)
     for worker in app.snapshot().workers:

@@ -68,9 +68,26 @@ def _gpu_model(gpu: str | None) -> str:
     return gpu.split(" #")[0] if gpu else "CPU"
 
 
+# States whose GPU time Vast bills (its pricing page: Ready and Loading; Creating and Inactive bill storage only).
+_BILLED = (WorkerState.READY, WorkerState.BUSY, WorkerState.LOADING, WorkerState.BENCHMARKING, WorkerState.DRAINING)
+
+
 def cost_per_hour(snapshot: DeploymentSnapshot) -> float | None:
-    prices = [w.price_per_hour for w in snapshot.workers if w.state.alive and w.price_per_hour is not None]
-    return sum(prices) if prices else None
+    """GPU cost per hour of the billed workers; None when none has a price, or one of them lacks it (unknown)."""
+    billed = [w.price_per_hour for w in snapshot.workers if w.state in _BILLED]
+    if not any(p is not None for p in billed) or any(p is None for p in billed):
+        return None
+    return sum(p for p in billed if p is not None)
+
+
+def cost_text(snapshot: DeploymentSnapshot) -> str | None:
+    """``$0.84/h``; ``unknown`` on Vast when a billed worker came without a price; None where nothing is priced."""
+    cost = cost_per_hour(snapshot)
+    if cost is not None:
+        return h.fmt_money(cost)
+    if snapshot.backend == "vast" and any(w.state in _BILLED for w in snapshot.workers):
+        return "unknown"
+    return None
 
 
 def state_counts(snapshot: DeploymentSnapshot) -> dict[str, int]:
@@ -123,9 +140,9 @@ def header_html(snapshot: DeploymentSnapshot) -> str:
         ),
         h.stat("Calls", h.fmt_count(sum(w.calls_done for w in snapshot.workers))),
     ]
-    cost = cost_per_hour(snapshot)
+    cost = cost_text(snapshot)
     if cost is not None:
-        tiles.append(h.stat("Cost", h.fmt_money(cost)))
+        tiles.append(h.stat("Cost", cost))
     return title + f'<div style="display:flex;flex-wrap:wrap">{"".join(tiles)}</div>'
 
 

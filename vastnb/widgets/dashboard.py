@@ -27,7 +27,7 @@ from ._panels import (
     MAX_DECISIONS,
     WINDOW,
     Sample,
-    cost_per_hour,
+    cost_text,
     error_line,
     serving_capacity,
     state_counts,
@@ -77,9 +77,9 @@ def render_text(snapshot: DeploymentSnapshot, *, now: float | None = None, max_s
     parts.append(f"capacity {h.fmt_rate(capacity)}")
     parts.append(f"load {h.fmt_rate(a.load)}")
     parts.append(f"calls {h.fmt_count(sum(w.calls_done for w in snapshot.workers))}")
-    cost = cost_per_hour(snapshot)
+    cost = cost_text(snapshot)
     if cost is not None:
-        parts.append(h.fmt_money(cost))
+        parts.append(cost if cost != "unknown" else "cost unknown")
     out = [head, "  " + " · ".join(parts)]
 
     workers, hidden = visible_workers(snapshot, max_stopped)

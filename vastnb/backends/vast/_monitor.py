@@ -42,7 +42,7 @@ class Monitoring:
 
     def _route_said(self, line: str) -> None:
         """``/route/`` said something new (waiting for workers, no offers, a failure): show it, do not wait silently."""
-        self.tracker.set_route_status(line)
+        self.tracker.set_route_status("" if line.endswith("a worker is ready") else line)
         log.info("vastnb: %s: Vast %s", self.spec.name, line)
         self.events.publish(Event(EventKind.LOG, time.time(), data={"line": f"Vast {line}", "source": "route"}))
 

@@ -84,9 +84,9 @@ class RouteState:
 
     def _changed(self, before: str) -> None:
         now = self.describe()
-        if now and now != before:
+        if now != before:
             try:
-                self.on_change(now)
+                self.on_change(now or "/route/: a worker is ready")
             except Exception:  # noqa: BLE001 - a view must not break routing
                 pass
 
