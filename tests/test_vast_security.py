@@ -22,6 +22,7 @@ import pickle
 import re
 import struct
 import sys
+import time
 from collections import OrderedDict
 from typing import Any, Iterator
 
@@ -38,7 +39,17 @@ from vastnb.deployment._capture import capture
 from vastnb.spec import DeploymentSpec, FunctionSpec
 from vastnb.wire import UntrustedReply, dumps_payload, dumps_reply, loads_untrusted
 from vastnb.wire import messages as m
-from vastnb.worker.vast import FRAME_ROUTE, PY, decode_frame, encode_frame, frame_key, open_frame, seal_frame
+from vastnb.worker.vast import (
+    CLOCK_SKEW,
+    FRAME_ROUTE,
+    PY,
+    Nonces,
+    decode_frame,
+    encode_frame,
+    frame_key,
+    open_frame,
+    seal_frame,
+)
 from tests.vast_standin import OfficialWorkerProcess, Realism, VastStandIn, serve_module
 
 pytestmark = pytest.mark.timeout(240)
@@ -299,7 +310,10 @@ def test_a_sealed_frame_runs_once_and_nothing_else_runs(standin: VastStandIn, se
 def test_frame_keys_differ_per_api_key_and_deployment() -> None:
     keys = {frame_key("k1", "app"), frame_key("k2", "app"), frame_key("k1", "other"), frame_key("k1", "app", "v2")}
     assert len(keys) == 4 and frame_key("k1", "app") == frame_key("k1", "app", "default")
-    seen: dict[bytes, float] = {}
+    seen = Nonces()
     sealed = seal_frame(b"payload", "k", 10.0)
-    assert bytes(open_frame(sealed, "k", seen)) == b"payload" and len(seen) == 1
+    assert bytes(open_frame(sealed, "k", seen, now=time.time())) == b"payload" and len(seen) == 1
+    later = seal_frame(b"later", "k", 1000.0)
+    assert bytes(open_frame(later, "k", seen, now=time.time() + 10 + CLOCK_SKEW + 1)) == b"later"
+    assert len(seen) == 1  # the first nonce expired and was forgotten
     assert decode_frame(encode_frame({"a": 1})) == {"a": 1}

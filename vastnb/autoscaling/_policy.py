@@ -32,13 +32,15 @@ The formula (Vast's parameters, Vast's meaning; this docstring is its one home):
 ``cold_mult`` multiplies the active capacity target (Vast's "multiple of hot capacity
 target"); values below 1 act as 1. The target counts Vast's active and inactive workers
 together (``cold_workers`` is a floor on both). Of the loaded workers (ready, busy,
-inactive) the policy keeps *active* those that cover ``active`` (busy ones always, then
-those already serving, fastest first; at least one, as the floor keeps one, until the
-inactivity timeout; all of them while the queue is over ``target_queue_time``); the
-others are *inactive*, loaded but
-out of routing (:attr:`Recommendation.inactive`): Vast's cold workers, which the
-simulator and the local runtime model the same way. ``max_queue_time`` does not
-move the target: callers use it to fail fast (:class:`~vastnb.errors.QueueTimeout`).
+inactive) the policy keeps *active* those that cover ``active`` with the drain's headroom
+(busy ones always, then those already serving, fastest first; at least one, as the floor
+keeps one, until the inactivity timeout; all of them while the queue is over
+``target_queue_time``); the others are *inactive*, loaded but out of routing
+(:attr:`Recommendation.inactive`): Vast's cold workers, which the simulator and the local
+runtime model the same way. An inactive worker is activated at once when the need grows;
+a serving one is held inactive only after fewer have sufficed for the scale-down cooldown
+(the same hysteresis as draining). ``max_queue_time`` does not move the target: callers
+use it to fail fast (:class:`~vastnb.errors.QueueTimeout`).
 """
 
 from __future__ import annotations
@@ -151,6 +153,7 @@ class PolicyState:
     first_seen: float | None = None
     below_since: float | None = None  # when the wanted count first fell below the current one
     target: int | None = None  # the last recommended target
+    fewer_active_since: float | None = None  # when fewer active workers than serve first sufficed
 
 
 @dataclass(frozen=True)
@@ -339,8 +342,19 @@ def decide(view: ScalingView, settings: AutoscalingSettings, state: PolicyState,
     keep = [w for w in loaded if w.id not in stop]
     # a starting worker with a score is an inactive one coming back: it covers its share of the active need
     returning = sum(w.perf_score or 0.0 for w in counted if w.state.starting and w.perf_score)
-    active = _active(keep, (need.active - returning) if not by_queue else math.inf, perf,
+    # with the drain's headroom, so a worker is not held inactive that the load formula would keep loaded
+    active = _active(keep, (need.active * (1 + SCALE_DOWN_HEADROOM) - returning) if not by_queue else math.inf, perf,
                      at_least_one=need.active > 0 or not timed_out)
+    # serving workers become inactive only once fewer have sufficed for the cooldown (activation is immediate)
+    serving_now = {w.id for w in keep if w.state.serving}
+    fewer_since: float | None = None
+    if serving_now - active:
+        if stop and not timed_out:
+            active |= serving_now  # a drain changes the workers now: the others serve another cooldown first
+        else:
+            fewer_since = state.fewer_active_since if state.fewer_active_since is not None else now
+            if not (timed_out or now - fewer_since >= scale_down_cooldown):
+                active |= serving_now
     rec = Recommendation(
         time=now,
         target=target,
@@ -357,7 +371,8 @@ def decide(view: ScalingView, settings: AutoscalingSettings, state: PolicyState,
         needed=need.needed,
         queue_time=view.queue_time,
     )
-    return rec, PolicyState(first_seen=first_seen, below_since=below_since, target=target)
+    return rec, PolicyState(first_seen=first_seen, below_since=below_since, target=target,
+                            fewer_active_since=fewer_since)
 
 
 def _active(loaded: list[WorkerView], need: float, perf: Callable[[WorkerView], float], *,

@@ -19,7 +19,8 @@ version (cloudpickled code does not cross minor versions)::
               "fn": hash, "payload": bytes,       # a CallFunction, RunCell or BenchmarkSpec payload
               "code": [InstallFunction],          # only when needed
               "contexts": {name: hash},           # what the call needs
-              "context_blobs": [ContextSpec]}     # only when needed
+              "context_blobs": [ContextSpec],     # only when needed
+              "replies": "by-value"}              # only from a notebook that trusts its hosts
     reply    {"v": 1, "worker": id, "pid": pid, "ok": bool, "value" | "error": ErrorRecord,
               "out": [(stream, text)], "missing": {"code": [...], "contexts": [...]}}
 
@@ -80,6 +81,7 @@ __all__ = [
     "PY",
     "FrameHandler",
     "FrameRefused",
+    "Nonces",
     "decode_frame",
     "encode_frame",
     "frame_key",
@@ -125,7 +127,30 @@ class FrameRefused(Exception):
     """A frame without a valid seal: forged, sealed with another key, expired or replayed."""
 
 
-def open_frame(data: bytes, key: str, seen: dict[bytes, float], now: float | None = None) -> memoryview:
+class Nonces:
+    """The nonces of frames received and not yet expired (a frame is taken once); forgotten after their expiry."""
+
+    def __init__(self) -> None:
+        self.expiry: dict[bytes, float] = {}
+        self._heap: list[tuple[float, bytes]] = []
+
+    def __len__(self) -> int:
+        return len(self.expiry)
+
+    def __contains__(self, nonce: object) -> bool:
+        return nonce in self.expiry
+
+    def add(self, nonce: bytes, expires: float, now: float) -> None:
+        import heapq
+
+        while self._heap and self._heap[0][0] + CLOCK_SKEW < now:
+            _, old = heapq.heappop(self._heap)
+            self.expiry.pop(old, None)
+        self.expiry[nonce] = expires
+        heapq.heappush(self._heap, (expires, nonce))
+
+
+def open_frame(data: bytes, key: str, seen: Nonces, now: float | None = None) -> memoryview:
     """The payload of a sealed frame, checked before anything in it is read; ``seen`` remembers nonces."""
     now = time.time() if now is None else now
     if not key:
@@ -142,12 +167,10 @@ def open_frame(data: bytes, key: str, seen: dict[bytes, float], now: float | Non
     if expires + CLOCK_SKEW < now:
         raise FrameRefused(f"the frame expired {now - expires:.0f} s ago (a replay, or a clock off by more than "
                            f"{CLOCK_SKEW:g} s)")
-    for old in [n for n, t in seen.items() if t + CLOCK_SKEW < now]:
-        del seen[old]
     if nonce in seen:
         raise FrameRefused("the frame was already received once (a replay, or a retry of a request this worker "
                            "already has)")
-    seen[nonce] = expires
+    seen.add(nonce, expires, now)
     return view[_SEAL.size:]
 
 
@@ -185,7 +208,7 @@ class FrameHandler:
         self.name = name
         self.snapshot = snapshot
         self.frame_key = frame_key
-        self.nonces: dict[bytes, float] = {}
+        self.nonces = Nonces()
         self._bench_call: asyncio.Future[None] | None = None  # the serial benchmark call the official runs share
         self.worker_id = os.environ.get("CONTAINER_ID") or f"{socket.gethostname()}-{os.getpid()}"
         self.core: Any = None
