@@ -311,12 +311,13 @@ class LocalBackend(WorkerProcesses, Routing):
             handle = self.workers.get(worker_id)
             if handle is not None and handle.state.alive and not handle.stopping:
                 asyncio.create_task(self._drain(handle))
-        held = set(rec.inactive)
+        held, activated = set(rec.inactive), False
         for handle in alive:  # Vast's inactive cold workers: loaded, kept out of routing until the policy needs them
             if handle.inactive != (handle.id in held):
-                handle.inactive = handle.id in held
+                handle.inactive, activated = handle.id in held, activated or handle.inactive
                 self._publish_worker(handle)
-        self._dispatch()
+        if activated:
+            self._dispatch()  # calls waiting in the queue may go to the worker that serves again
 
     def _sample_history(self) -> None:
         counts: dict[str, int] = {}
