@@ -397,12 +397,15 @@ def test_invariants(
     )
     state = PolicyState(first_seen=0.0, below_since=below_since)
     rec, new_state = decide(v, s, state)
-    counted = [w for w in workers if w.state.starting or w.state.serving]
+    loaded = [w for w in workers if w.state.serving or w.state is WorkerState.INACTIVE]
+    counted = [w for w in workers if w.state.starting] + loaded
     cap = s.max_workers if machine is None else min(s.max_workers, machine)
     assert rec.current == len(counted)
     assert rec.target == rec.current + rec.start - len(rec.stop) == new_state.target
     assert not (rec.start and rec.stop)
-    assert set(rec.stop) <= {w.id for w in counted if w.state is WorkerState.READY and w.load == 0}
+    assert set(rec.stop) <= {w.id for w in counted if w.idle}
+    assert set(rec.inactive) <= {w.id for w in loaded if w.load <= 0} - set(rec.stop)  # never a busy one
+    assert rec.active + len(rec.inactive) == len(loaded) - len(rec.stop)
     if rec.start:
         assert rec.target <= cap
     if rec.stop and rec.current <= cap:

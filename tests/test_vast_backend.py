@@ -38,15 +38,9 @@ from vastnb.deployment._capture import capture, stable_digest
 from vastnb.backends import CallRequest, CellRequest
 from vastnb.backends.vast._module import build_snapshot, generate_module
 from vastnb.spec import BenchmarkSpec, ContextSpec, DeploymentSpec, FunctionSpec
-from vastnb.worker.vast import BENCHMARK_FRAME, FRAME_ROUTE, PY, FrameHandler, decode_frame, encode_frame
-from vastnb.backends.vast._sdk import (
-    SdkSession,
-    VastApiError,
-    offers_provider,
-    redact,
-    search_offers,
-    stage_package,
-)
+from vastnb.worker.vast import BENCHMARK_FRAME, FRAME_ROUTE, PY, FrameHandler, decode_frame, encode_frame, seal_frame
+from vastnb.backends.vast._offers import offers_provider, search_offers
+from vastnb.backends.vast._sdk import SdkSession, VastApiError, redact, stage_package
 from vastnb.backends.vast._status import StatusTracker, map_state
 from vastnb.backends.vast import VastBackend
 from vastnb.events import Event, EventBus, EventKind, WorkerState
@@ -57,6 +51,7 @@ from tests.vast_standin import OfficialWorkerProcess, VastStandIn, WorkerLaunche
 
 pytestmark = pytest.mark.timeout(240)
 IMAGE = "vastai/base-image:@vastai-automatic-tag"
+FRAMED_KEY = "framed-test-frame-key"  # the frame key of the hand-built `framed` deployment
 
 
 # =========================================================================== fixtures
@@ -159,7 +154,7 @@ def framed(standin: VastStandIn, tmp_path_factory: pytest.TempPathFactory) -> It
                           workload_calculator=None)
     fn = dataclasses.replace(fn, benchmark=bench)
     spec = DeploymentSpec(name="framed", functions={"_triple": fn}, contexts={"Counter": ctx}, benchmark="_triple")
-    module = generate_module("framed", build_snapshot(spec), benchmark_runs=3)
+    module = generate_module("framed", build_snapshot(spec), benchmark_runs=3, frame_key=FRAMED_KEY)
     (root / "src").mkdir()
     (root / "src" / "deployment.py").write_text(module)
     copies = [stage_package(p, str(root / "pkgs")) for p in ("vastnb", "cloudpickle")]
@@ -175,9 +170,9 @@ def framed(standin: VastStandIn, tmp_path_factory: pytest.TempPathFactory) -> It
 
 
 def post_frame(standin: VastStandIn, worker: OfficialWorkerProcess, frame: dict[str, Any],
-               auth: dict[str, Any] | None = None) -> Any:
-    """One request to the official worker's HTTP API, the way the SDK sends it after /route/."""
-    data = encode_frame({"v": 1, "py": PY, **frame})
+               auth: dict[str, Any] | None = None, key: str = FRAMED_KEY) -> Any:
+    """One request to the official worker's HTTP API, the way the SDK sends it after /route/ (sealed with ``key``)."""
+    data = seal_frame(encode_frame({"v": 1, "py": PY, "replies": "by-value", **frame}), key, 60.0)
     body = {"auth_data": auth or standin.signed_route(worker.url, "framed"), "session_id": None,
             "payload": {"kwargs": {"frame": {"type": "bytes", "contents": base64.b64encode(data).decode()},
                                    "workload": 100.0}}}
@@ -311,7 +306,10 @@ def test_official_worker_refuses_unsigned_frames_and_other_pythons(standin: Vast
     worker = framed["worker"]
     forged = {**standin.signed_route(worker.url, "framed"), "signature": base64.b64encode(b"x" * 256).decode()}
     assert post_frame(standin, worker, {"op": "hello"}, auth=forged) == 401
-    reply = post_frame(standin, worker, {"op": "hello", "py": [3, PY[1] + 1]})
+    hello = post_frame(standin, worker, {"op": "hello", "py": [3, PY[1] + 1]})
+    assert hello["ok"] is True and hello["value"]["python"] == f"{PY[0]}.{PY[1]}"  # hello carries no code
+    cell = encode_frame(RunCell("1", "<cell>"))
+    reply = post_frame(standin, worker, {"op": "run", "payload": cell, "py": [3, PY[1] + 1]})
     assert reply["ok"] is False
     assert reply["error"].message.startswith(
         f"this worker runs Python {PY[0]}.{PY[1]} but the notebook runs Python {PY[0]}.{PY[1] + 1}; notebook code "
@@ -442,6 +440,38 @@ def test_remote_exceptions_keep_type_message_and_traceback(live: dict[str, Any])
     assert isinstance(info.value.__cause__, RemoteTraceback)
     assert "in divide" in str(info.value.__cause__)
     assert divide.call(6, 3) == 2.0
+
+
+@dataclasses.dataclass
+class Reading:
+    """A class defined in "the notebook", returned by a remote function."""
+
+    sensor: str
+    values: Any
+
+
+class SensorError(Exception):
+    """An exception class defined in "the notebook", raised remotely."""
+
+
+def test_notebook_classes_and_arrays_come_back_through_the_restricted_loader(live: dict[str, Any]) -> None:
+    import numpy as np
+
+    app = live["app"]
+
+    @app.remote
+    async def read(n):  # type: ignore[no-untyped-def]
+        import numpy
+
+        if n < 0:
+            raise SensorError(f"sensor {n} is offline")
+        return Reading("t1", numpy.arange(n))
+
+    result = read.call(3)
+    assert type(result) is Reading and result.sensor == "t1" and np.array_equal(result.values, np.arange(3))
+    with pytest.raises(SensorError) as info:
+        read.call(-1)
+    assert type(info.value) is SensorError and str(info.value) == "sensor -1 is offline"
 
 
 # aiohttp warns when the SDK posts a multi-MiB JSON body from the event loop (the backend's own loop, not Jupyter's)
@@ -672,9 +702,10 @@ def test_a_call_with_no_ready_worker_ends_at_its_deadline(standin: VastStandIn) 
             f.call()
         assert time.monotonic() - t0 < 10
         endpoint_id = backend_of(app).endpoint_id
-        assert str(info.value).startswith(
+        assert str(info.value) == (
             f"f() did not finish within 2 s: Vast had no ready worker for endpoint {endpoint_id} (its /route/ kept "
-            "answering WAITING). Workers: none listed by Vast yet. Raise timeout in @app.remote(timeout=...)")
+            "answering WAITING: waiting for workers (0 ready, 0 loading)). Workers: none listed by Vast yet. Raise "
+            "timeout in @app.remote(timeout=...) for slow calls or cold starts; see %vast_status.")
         backend_of(app).ready_timeout = 1.5
         with pytest.raises(WorkerStartError, match=r"did not become ready within 1.5 s\. Vast reports: none listed"):
             app.ensure_ready()
@@ -908,14 +939,13 @@ def test_vast_worker_states_map_onto_vastnbs() -> None:
     assert map_state("IDLE", load=100.0) == map_state("running", working=1) == WorkerState.BUSY
     assert map_state("running") == WorkerState.READY  # nothing in flight
     assert map_state("DESTROYING") == map_state("Stopping") == WorkerState.DRAINING
-    assert map_state("STOPPED") == map_state("Inactive") == WorkerState.STOPPED
+    assert map_state("STOPPED") == map_state("Inactive") == WorkerState.INACTIVE  # Vast's cold workers
+    assert map_state("DESTROYED") == WorkerState.STOPPED
     assert map_state("ERROR") == WorkerState.ERROR
     assert map_state("something new") == WorkerState.PROVISIONING
 
 
 def test_tracker_publishes_worker_snapshots_from_sdk_rows() -> None:
-    from vastai.serverless.client.worker import Worker
-
     bus = EventBus()
     seen: list[Event] = []
     bus.subscribe(seen.append)
@@ -923,15 +953,15 @@ def test_tracker_publishes_worker_snapshots_from_sdk_rows() -> None:
     row = {"id": 77, "status": "IDLE", "cur_load": 0.0, "perf": 812.5, "measured_perf": 850.0, "reliability": 0.95,
            "reqs_working": 0, "started_at": 1000.0, "loaded_at": 1100.0, "dph_total": 0.61, "gpu_name": "RTX 4090",
            "num_gpus": 2}
-    assert tracker.apply_poll([(Worker.from_dict(row), row)]) is True
+    assert tracker.apply_poll([row]) is True
     (worker,) = [e.worker for e in seen if e.kind == EventKind.WORKER]
     assert worker is not None
     assert (worker.id, worker.state, worker.perf_score, worker.price_per_hour, worker.gpu, worker.ready_at) == (
         "77", WorkerState.READY, 812.5, 0.61, "2x RTX 4090", 1100.0)
-    assert tracker.apply_poll([(Worker.from_dict(row), row)]) is False  # nothing changed, nothing published
+    assert tracker.apply_poll([row]) is False  # nothing changed, nothing published
     assert tracker.apply_poll([]) is True  # gone from Vast's list
     assert tracker.snapshot("d", "running", "v").workers[0].state == WorkerState.STOPPED
-    assert tracker.cost_per_hour() == 0.0
+    assert tracker.cost_per_hour() == 0.0  # nothing billed
 
 
 # =========================================================================== the SDK breakages worked around (vastai 1.9.1)
@@ -986,7 +1016,7 @@ def test_sdk_get_workers_through_a_deployments_client_breaks(standin: VastStandI
 
     backend._thread.run(probe(), 10)  # type: ignore[union-attr]
     rows = backend._thread.run(backend.sdk.workers(), 10)  # type: ignore[union-attr]  # vastnb's way: same route
-    assert [str(w.id) for w, _raw in rows] == [w.id for w in live["app"].snapshot().workers]
+    assert [str(row["id"]) for row in rows] == [w.id for w in live["app"].snapshot().workers]
 
 
 # =========================================================================== the notebook's words: magics on backend vast

@@ -28,6 +28,16 @@ Request and response shapes come from the SDK itself, not from guesses:
 
 Every control-plane request must carry the user's key (``Authorization: Bearer``
 or ``?api_key=``); ``/route/`` must carry the endpoint's own key.
+
+By default the stand-in is kinder than Vast. :class:`Realism` holds the REALISM
+SWITCHES that make it as unkind as the real control plane is (per deployment
+name, ``standin.realism[name] = Realism(...)``): inactive cold workers, ``/route/``
+answering 502, plain-text 429 or slowly, worker lists in the OpenAPI file's
+object shape or with only its fields (or a plain-string error), a second DELETE
+answering 400, a PUT answer without ``workergroup_id``, minute-scale
+provisioning on a fake clock, no matching offers, and a worker host that answers
+a malicious pickle. Every answer is recorded (``responses``) so the contract
+tests can validate them against Vast's OpenAPI files (``tests/vast_openapi/``).
 """
 
 from __future__ import annotations
@@ -49,7 +59,50 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-__all__ = ["OfficialWorkerProcess", "VastStandIn", "WorkerLauncher", "free_port_pair"]
+__all__ = ["FakeClock", "OfficialWorkerProcess", "Realism", "VastStandIn", "WorkerLauncher", "free_port_pair",
+           "malicious_payload", "serve_module"]
+
+
+class FakeClock:
+    """The stand-in's provisioning clock: a test moves it (``advance``), so minutes pass in no time."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclasses.dataclass
+class Realism:
+    """REALISM SWITCHES for one deployment: what the real Vast does that the stand-in spares by default."""
+
+    inactive_workers: int = 0  # cold workers listed as STOPPED (the UI's "Inactive") beside the active ones
+    route_failures: list[tuple[int, str]] = dataclasses.field(default_factory=list)  # next /route/ answers: (HTTP status, plain text)
+    slow_routes: int = 0  # how many /route/ answers come after `route_delay` seconds
+    route_delay: float = 11.0  # the SDK gives up on /route/ after 10 s
+    workers_shape: str = "list"  # "list" (what the SDK reads), "object" ({"workers": [...]}, the OpenAPI file), "error" (a string)
+    fieldless_rows: bool = False  # worker rows with only the OpenAPI file's fields: id, status, url, created_at
+    second_delete_400: bool = False  # DELETE endptjobs/{id}/ after DELETE deployment/{id}/: 400 "delete update failed"
+    sticky_endpoint: bool = False  # DELETE deployment/{id}/ leaves the endpoint, whose DELETE answers 400 (a real failure)
+    omit_workergroup_id: bool = False  # PUT deployments/ answers without workergroup_id
+    provisioning_s: float = 0.0  # seconds (of the fake clock) a worker spends CREATING, then LOADING, before it serves
+    no_offers: bool = False  # no offer matches: no worker is ever recruited, /route/ says so
+    malicious_host: str | None = None  # route every request to a worker host answering this file-writing pickle
+    route_status: str = "waiting for workers"  # the status text of a "waiting" /route/ answer
+
+
+def malicious_payload(marker: str) -> bytes:
+    """A vastnb payload whose pickle, loaded without restriction, writes ``marker`` (as a host's exploit would)."""
+    import pickle
+    import struct
+
+    class Exploit:
+        def __reduce__(self) -> Any:
+            return (exec, (f"with open({marker!r}, 'w') as f:\n    f.write('the host ran code in the notebook')",))
+
+    main = pickle.dumps({"v": 1, "worker": "evil", "pid": 1, "ok": True, "value": Exploit(), "out": []}, protocol=5)
+    return struct.pack("<IQ", 0, len(main)) + main
 
 
 @dataclasses.dataclass
@@ -86,9 +139,13 @@ class VastStandIn:
         self.uploads: list[tuple[int, int]] = []  # (deployment id, bytes)
         self.update_workers_calls: list[int] = []
         self.heartbeats: list[tuple[int, float]] = []
+        self.deleted_endpoints: dict[int, str] = {}  # endpoint id -> name, deleted with their deployment
         self.route_override: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None
         self.on_upload: Callable[[StandInDeployment, str], None] | None = None  # (deployment, action)
         self.broken_worker_hits = 0
+        self.realism: dict[str, Realism] = {}  # deployment name -> its realism switches
+        self.clock = FakeClock()
+        self.responses: list[tuple[str, str, int, Any]] = []  # (method, route, status, JSON body or text)
         self._last_action: dict[int, str] = {}
         self._ids = itertools.count(101)
         self._reqnum = itertools.count(1)
@@ -121,6 +178,9 @@ class VastStandIn:
         app = web.Application(client_max_size=1 << 30, middlewares=[self._record])
         r = app.router
         r.add_put("/api/v0/deployments/", self.put_deployment)
+        r.add_get("/api/v0/deployments/", self.list_deployments)
+        r.add_get("/api/v0/deployments", self.list_deployments)
+        r.add_delete("/api/v0/deployments/", self.delete_deployments_by_name)
         r.add_post("/upload/{id}", self.upload)
         r.add_get("/api/v0/deployment/{id}/download_url/", self.download_url)
         r.add_get("/download/{id}", self.download)
@@ -141,6 +201,7 @@ class VastStandIn:
         r.add_post("/get_endpoint_logs/", self.logs)
         r.add_post("/get_autogroup_logs/", self.logs)
         r.add_post("/broken-worker/{tail:.*}", self.broken_worker)
+        r.add_post("/malicious-worker/{name}/{tail:.*}", self.malicious_worker)
         r.add_route("*", "/redirect-worker/{tail:.*}", self.redirect_worker)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -161,16 +222,27 @@ class VastStandIn:
         self.stop()
 
     # ------------------------------------------------------------------ test controls
+    def real(self, name: str | None) -> Realism:
+        """The realism switches of deployment (or endpoint) ``name``; all off unless a test set them."""
+        return self.realism.get(str(name), Realism())
+
     def attach_worker(self, endpoint_id: int, container_id: str, *, price: float = 0.5, gpu: str = "RTX 4090") -> None:
         """A worker (official runtime started by the test, reporting here) belongs to ``endpoint_id``."""
-        self.attached.setdefault(endpoint_id, {})[str(container_id)] = {"price": price, "gpu": gpu, "ready": False,
-                                                                          "url": None, "started": time.time()}
+        name = self.endpoints.get(endpoint_id, {}).get("endpoint_name")
+        self.attached.setdefault(endpoint_id, {})[str(container_id)] = {
+            "price": price, "gpu": gpu, "ready": False, "url": None, "started": time.time(),
+            "serves_at": self.clock.now + self.real(name).provisioning_s}
 
     def mark_ready(self, container_id: str, url: str) -> None:
         """Route to this worker now (its reports say so only every 10 s)."""
         for workers in self.attached.values():
             if str(container_id) in workers:
                 workers[str(container_id)].update(ready=True, url=url)
+
+    def backend_options(self, **overrides: Any) -> dict[str, Any]:
+        """``VastBackend(...)`` options pointing the official SDK at this stand-in (quick polls, short waits)."""
+        return {"api_key": self.api_key, "webserver_url": self.url, "autoscaler_url": self.url, "poll_interval": 0.2,
+                "max_poll_interval": 1.0, "ready_timeout": 60.0, **overrides}
 
     def endpoint_key(self, endpoint_id: int) -> str:
         return str(self.endpoints[endpoint_id]["api_key"])
@@ -191,7 +263,14 @@ class VastStandIn:
             except ValueError:
                 body = None
         self.requests.append((request.method, request.path, body))
-        return await handler(request)
+        response = await handler(request)
+        route = request.match_info.route.resource.canonical if request.match_info.route.resource else request.path
+        if isinstance(response, web.Response) and response.body is not None and response.content_type in (
+                "application/json", "text/plain"):
+            raw = bytes(response.body)  # type: ignore[arg-type]
+            sent: Any = json.loads(raw) if response.content_type == "application/json" else raw.decode()
+            self.responses.append((request.method, route, response.status, sent))
+        return response
 
     def _authorized(self, request: web.Request, key: str | None = None) -> bool:
         wanted = key or self.api_key
@@ -240,6 +319,8 @@ class VastStandIn:
         self.endpoints[existing.endpoint_id].update({k: body.get(k) for k in _SCALING if body.get(k) is not None})
         reply: dict[str, Any] = {"success": True, "action": action, "deployment_id": existing.id,
                                  "endpoint_id": existing.endpoint_id, "workergroup_id": existing.workergroup_id}
+        if self.real(name).omit_workergroup_id:
+            del reply["workergroup_id"]
         if upload:
             reply["upload_url"] = f"{self.url}/upload/{existing.id}"
             reply["upload_fields"] = {"key": f"deployments/{existing.id}/v{existing.version}.tar.gz",
@@ -302,9 +383,38 @@ class VastStandIn:
         dep = self.deployments.pop(int(request.match_info["id"]), None)
         if dep is None:
             return web.json_response({"success": False, "error": "no such deployment"}, status=404)
+        self._forget(dep)
+        return web.json_response({"success": True})
+
+    def _forget(self, dep: StandInDeployment) -> None:
+        """A deleted deployment takes its endpoint and workergroup along (as Vast's DELETE deployment does)."""
+        if self.real(dep.name).sticky_endpoint:
+            return
         self.endpoints.pop(dep.endpoint_id, None)
         self.workergroups.pop(dep.workergroup_id, None)
-        return web.json_response({"success": True})
+        if self.real(dep.name).second_delete_400:
+            self.deleted_endpoints[dep.endpoint_id] = dep.name
+
+    async def list_deployments(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return self._denied()
+        return web.json_response({"success": True, "deployments": [
+            {"id": d.id, "name": d.name, "tag": d.tag, "image": d.config["image"], "endpoint_id": d.endpoint_id,
+             "file_hash": d.file_hash, "current_version_id": d.version, "ttl": d.config.get("ttl"),
+             "storage": d.config.get("storage", 50.0), "created_at": 0.0, "updated_at": 0.0}
+            for d in self.deployments.values()]})
+
+    async def delete_deployments_by_name(self, request: web.Request) -> web.Response:
+        """``DELETE /api/v0/deployments/ {"name", "tag"?}``: the SDK's ``delete_deployment_by_name`` (every tag by default)."""
+        if not self._authorized(request):
+            return self._denied()
+        body = await request.json()
+        doomed = [d for d in self.deployments.values()
+                  if d.name == body.get("name") and body.get("tag") in (None, d.tag)]
+        for dep in doomed:
+            del self.deployments[dep.id]
+            self._forget(dep)
+        return web.json_response({"success": True, "count": len(doomed)})
 
     async def heartbeat(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
@@ -332,7 +442,12 @@ class VastStandIn:
     async def delete_endpoint(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
             return self._denied()
-        if self.endpoints.pop(int(request.match_info["id"]), None) is None:
+        endpoint_id = int(request.match_info["id"])
+        if self.real(self.endpoints.get(endpoint_id, {}).get("endpoint_name")).sticky_endpoint:
+            return web.json_response({"success": False, "error": "delete update failed"}, status=400)
+        if self.endpoints.pop(endpoint_id, None) is None:
+            if endpoint_id in self.deleted_endpoints:  # realism: gone with its deployment, and Vast says 400
+                return web.json_response({"success": False, "error": "delete update failed"}, status=400)
             return web.json_response({"success": False, "error": "no such endpoint"}, status=404)
         return web.json_response({"success": True})
 
@@ -368,14 +483,27 @@ class VastStandIn:
         if body.get("api_key") != key or not self._authorized(request, key):
             return self._denied()
         request_idx = body.get("request_idx") or next(self._reqnum)
+        real = self.real(endpoint["endpoint_name"])
+        if real.route_failures:
+            status, text = real.route_failures.pop(0)
+            return web.Response(status=status, text=text)  # plain text, no Retry-After (as Vast's 429s come)
+        if real.slow_routes > 0:  # after the failures: the client gives up on it, the answer goes nowhere
+            real.slow_routes -= 1
+            await asyncio.sleep(real.route_delay)
+        if real.malicious_host is not None:
+            host = f"{self.url}/malicious-worker/{endpoint['endpoint_name']}"
+            return web.json_response(self.signed_route(host, endpoint["endpoint_name"], body.get("cost", 100), request_idx))
         if self.route_override is not None:
             forced = self.route_override(body)
             if forced is not None:
                 return web.json_response({**forced, "request_idx": request_idx})
-        ready = [w for w in self.attached.get(endpoint["id"], {}).values() if w["ready"] and w["url"]]
+        workers = self.attached.get(endpoint["id"], {})
+        ready = [w for w in workers.values() if w["ready"] and w["url"] and self.clock.now >= w["serves_at"]]
         if not ready:
+            status = ("no offers match the search parameters" if real.no_offers
+                      else f"{real.route_status} (0 ready, {len(workers)} loading)")
             return web.json_response({"endpoint": endpoint["endpoint_name"], "request_idx": request_idx,
-                                      "status": {"ready_workers": 0, "loading_workers": len(self.attached.get(endpoint["id"], {}))}})
+                                      "status": status})
         url = ready[next(self._rr) % len(ready)]["url"]
         return web.json_response(self.signed_route(url, endpoint["endpoint_name"], body.get("cost", 100), request_idx))
 
@@ -389,9 +517,13 @@ class VastStandIn:
         self.reports[str(body["id"])] = body
         return web.json_response({"success": True})
 
-    def _row(self, cid: str, info: dict[str, Any]) -> dict[str, Any]:
+    def _row(self, cid: str, info: dict[str, Any], real: Realism) -> dict[str, Any]:
         rep = self.reports.get(cid)
-        if rep is None:
+        left = info["serves_at"] - self.clock.now
+        if left > 0:  # realism: still provisioning on the fake clock
+            status = "CREATING" if left > real.provisioning_s / 2 else "LOADING"
+            rep, perf = None, 0.0
+        elif rep is None:
             status, perf = "CREATING", 0.0
         elif rep.get("error_msg"):
             status, perf = "ERROR", 0.0
@@ -414,20 +546,42 @@ class VastStandIn:
         ep_id = int(body["id"])
         if ep_id not in self.endpoints:
             return web.json_response({"error_msg": "endpoint not found"})
-        rows = [self._row(cid, info) for cid, info in self.attached.get(ep_id, {}).items()]
-        return web.json_response(rows + list(self.extra_rows.get(ep_id, [])))
+        name = self.endpoints[ep_id]["endpoint_name"]
+        real = self.real(name)
+        if real.workers_shape == "error":
+            return web.json_response(f"authenticate_endpoint_apikey: invalid api_key or endpoint {name} not found")
+        rows = [self._row(cid, info, real) for cid, info in self.attached.get(ep_id, {}).items()]
+        rows += [self._inactive_row(ep_id, i) for i in range(real.inactive_workers)]
+        rows += list(self.extra_rows.get(ep_id, []))
+        if real.fieldless_rows:
+            rows = [{"id": r["id"], "status": r["status"], "url": f"http://198.51.100.{i + 1}:3000",
+                     "created_at": "2025-06-01T12:00:00Z"} for i, r in enumerate(rows)]
+        return web.json_response({"workers": rows} if real.workers_shape == "object" else rows)
+
+    def _inactive_row(self, endpoint_id: int, i: int) -> dict[str, Any]:
+        """A cold worker Vast keeps stopped with its model on disk (its GPU is not billed)."""
+        return {"id": endpoint_id * 1000 + i, "status": "STOPPED", "cur_load": 0.0, "new_load": 0.0,
+                "cur_load_rolling_avg": 0.0, "cur_perf": 0.0, "perf": 0.0, "measured_perf": 0.0, "dlperf": 0.0,
+                "reliability": 1.0, "reqs_working": 0, "disk_usage": 12.0, "loaded_at": 0.0, "started_at": time.time(),
+                "dph_total": 0.3, "gpu_name": "RTX 4090"}
 
     async def logs(self, request: web.Request) -> web.Response:
         body = await request.json()
         if not (self._authorized(request) and body.get("api_key") == self.api_key):
             return self._denied()
         text = "\n".join(self.log_lines)
-        return web.json_response({"info0": text, "info1": text, "trace": "", "debug": ""})
+        return web.json_response({"info0": text, "info1": text, "trace": "", "debug": "", "logs": text})
 
     async def broken_worker(self, request: web.Request) -> web.Response:
         """A worker URL that always answers 500 (what the SDK retries forever)."""
         self.broken_worker_hits += 1
         return web.Response(status=500, text="stand-in: broken worker")
+
+    async def malicious_worker(self, request: web.Request) -> web.Response:
+        """A worker host that answers every request with a pickle that runs code where it is loaded."""
+        real = self.real(request.match_info["name"])
+        data = malicious_payload(real.malicious_host or "/dev/null")
+        return web.json_response({"result": {"ok": {"type": "bytes", "contents": base64.b64encode(data).decode()}}})
 
     async def redirect_worker(self, request: web.Request) -> web.Response:
         """A worker URL that redirects to itself, query string included, until the client gives up."""
@@ -442,6 +596,8 @@ class VastStandIn:
         body = await request.json()
         query = Query({k: v for k, v in body.items() if isinstance(v, dict)})
         found = [o for o in self.offers if query.matches(o)]
+        if any(r.no_offers for r in self.realism.values()):
+            found = []
         for column, direction in reversed(body.get("order") or []):
             found.sort(key=lambda o: o.get(column) or 0, reverse=direction == "desc")
         if body.get("limit"):
@@ -545,6 +701,26 @@ class OfficialWorkerProcess:
         self._log.close()
 
 
+def serve_module(standin: "VastStandIn", root: str, module_source: str, name: str, container_id: str,
+                 deployment_id: int = 1) -> OfficialWorkerProcess:
+    """An OFFICIAL worker serving ``module_source`` (a generated deployment module), tarred with the SDK's helpers
+    as an upload would be, with vastnb and cloudpickle shipped beside it; the caller stops it."""
+    from vastai.serverless.remote.base import Config
+    from vastai.serverless.remote.utils import create_deployment_tarball
+
+    from vastnb.backends.vast._sdk import stage_package
+
+    os.makedirs(os.path.join(root, "src"), exist_ok=True)
+    path = os.path.join(root, "src", "deployment.py")
+    with open(path, "w") as fh:
+        fh.write(module_source)
+    copies = [stage_package(p, os.path.join(root, "pkgs")) for p in ("vastnb", "cloudpickle")]
+    tar = os.path.join(root, "deployment.tar.gz")
+    create_deployment_tarball(tar, Config(name, [], [], [], []), path, copies)
+    return OfficialWorkerProcess(os.path.join(root, "run"), deployment_id=deployment_id, container_id=container_id,
+                                 report_addr=standin.url, tarball=tar)
+
+
 class WorkerLauncher:
     """The stand-in's autoscaler: starts an official worker when a deployment is created (or restarts it on a soft update).
 
@@ -563,10 +739,14 @@ class WorkerLauncher:
         standin.on_upload = self._on_upload
 
     def enable(self, name: str) -> None:
+        """Start workers for deployment ``name`` (a name ending in ``*``: every name with that prefix)."""
         self.names.add(name)
 
+    def _enabled(self, name: str) -> bool:
+        return name in self.names or any(n.endswith("*") and name.startswith(n[:-1]) for n in self.names)
+
     def _on_upload(self, dep: StandInDeployment, action: str) -> None:
-        if dep.name not in self.names:
+        if not self._enabled(dep.name) or self.standin.real(dep.name).no_offers:  # no offer: nobody to recruit
             return
         thread = threading.Thread(target=self._launch, args=(dep,), daemon=True)
         self._threads.append(thread)

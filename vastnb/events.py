@@ -35,13 +35,18 @@ BUSY_WINDOW_S = 10.0
 
 
 class WorkerState(str, enum.Enum):
-    """Where a worker is in its life: provisioning → loading → benchmarking → ready ⇄ busy → draining → stopped, or error."""
+    """Where a worker is in its life: provisioning → loading → benchmarking → ready ⇄ busy → draining → stopped, or error.
+
+    ``inactive`` is a loaded worker kept out of routing: Vast's cold workers (stopped with the model on disk,
+    GPU not billed, restarted when load needs them), and locally a worker the autoscaler holds in reserve.
+    It is alive (it counts toward ``cold_workers``) but not serving."""
 
     PROVISIONING = "provisioning"
     LOADING = "loading"
     BENCHMARKING = "benchmarking"
     READY = "ready"
     BUSY = "busy"
+    INACTIVE = "inactive"
     DRAINING = "draining"
     STOPPED = "stopped"
     ERROR = "error"
@@ -120,7 +125,7 @@ class Decision:
 
 @dataclass(frozen=True)
 class AutoscalerSnapshot:
-    """Load and capacity in workload units per second; queue times in seconds."""
+    """Load and capacity (of serving workers) in workload units per second; queue times in seconds."""
 
     load: float = 0.0
     capacity: float = 0.0
@@ -130,6 +135,8 @@ class AutoscalerSnapshot:
     target_workers: int = 0
     max_workers: int = 0
     last_decision: Decision | None = None
+    active_workers: int | None = None  # loaded workers that serve (None: not known)
+    inactive_workers: int | None = None  # loaded workers held out of routing (Vast's inactive cold workers)
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,11 @@ def test_quickstart_in_jupyterlab(jupyter_lab: JupyterLab, lab: LabPage, tmp_pat
     lab.open(jupyter_lab.add(copy))
     lab.run_all(timeout=180)
 
-    dash = lab.wait_for_text("2 ready", ".vastnb-dashboard", timeout=60)
+    dash = lab.wait_for_text("w2", ".vastnb-dashboard", timeout=60)
     text = dash.inner_text()
     assert "quickstart" in text and "w1" in text and "w2" in text
+    # cold_workers=2: both serve at first; once one has sufficed for the cooldown the other waits inactive (as on Vast)
+    assert "2 ready" in text or ("1 ready" in text and "1 inactive" in text), text
     assert text.count("M/s") >= 2 or text.count("k/s") >= 2  # each ready worker shows its perf score
     lab.screenshot("quickstart-dashboard", ".vastnb-dashboard")
 

@@ -9,7 +9,7 @@ The formula (Vast's parameters, Vast's meaning; this docstring is its one home):
     perf     = each worker's benchmark score; a worker not yet benchmarked counts at the
                assumed score (mean of known scores, else the view's prior)
     capacity = sum of perf over counted workers (provisioning, loading, benchmarking,
-               ready, busy; never draining, stopped or error)
+               ready, busy, inactive; never draining, stopped or error)
 
     active   = max(min_load, load / target_util)               # capacity serving now
     needed   = max(active, active * cold_mult, min_cold_load)  # capacity kept loaded
@@ -30,9 +30,17 @@ The formula (Vast's parameters, Vast's meaning; this docstring is its one home):
     target:  min(max(up or down, queue, floor), cap)
 
 ``cold_mult`` multiplies the active capacity target (Vast's "multiple of hot capacity
-target"); values below 1 act as 1. Locally every loaded worker is a running process, so
-the target counts Vast's active and cold workers together. ``max_queue_time`` does not
-move the target: callers use it to fail fast (:class:`~vastnb.errors.QueueTimeout`).
+target"); values below 1 act as 1. The target counts Vast's active and inactive workers
+together (``cold_workers`` is a floor on both). Of the loaded workers (ready, busy,
+inactive) the policy keeps *active* those that cover ``active`` with the drain's headroom
+(busy ones always, then those already serving, fastest first; at least one, as the floor
+keeps one, until the inactivity timeout; all of them while the queue is over
+``target_queue_time``); the others are *inactive*, loaded but out of routing
+(:attr:`Recommendation.inactive`): Vast's cold workers, which the simulator and the local
+runtime model the same way. An inactive worker is activated at once when the need grows;
+a serving one is held inactive only after fewer have sufficed for the scale-down cooldown
+(the same hysteresis as draining). ``max_queue_time`` does not move the target: callers
+use it to fail fast (:class:`~vastnb.errors.QueueTimeout`).
 """
 
 from __future__ import annotations
@@ -90,8 +98,13 @@ class WorkerView:
 
     @property
     def idle(self) -> bool:
-        """Ready with nothing in flight: the only kind of worker the policy drains."""
-        return self.state is WorkerState.READY and self.load <= 0
+        """Ready with nothing in flight, or inactive: the only kinds of worker the policy drains."""
+        return self.state is WorkerState.INACTIVE or (self.state is WorkerState.READY and self.load <= 0)
+
+    @property
+    def loaded(self) -> bool:
+        """Its code and contexts are loaded: serving (ready, busy) or held inactive."""
+        return self.state.serving or self.state is WorkerState.INACTIVE
 
 
 @dataclass(frozen=True)
@@ -140,6 +153,7 @@ class PolicyState:
     first_seen: float | None = None
     below_since: float | None = None  # when the wanted count first fell below the current one
     target: int | None = None  # the last recommended target
+    fewer_active_since: float | None = None  # when fewer active workers than serve first sufficed
 
 
 @dataclass(frozen=True)
@@ -148,11 +162,16 @@ class Recommendation:
 
     ``target == current + start - len(stop)`` always. ``desired`` is what the policy
     wants once the scale-down cooldown allows; the figures explain the reason line.
+    ``inactive`` names the loaded workers to keep out of routing (Vast's inactive cold
+    workers); ``active`` counts the loaded workers that serve, ``serving_capacity`` their perf.
     """
 
     target: int
     start: int = 0
     stop: tuple[str, ...] = ()
+    inactive: tuple[str, ...] = ()
+    active: int = 0
+    serving_capacity: float = 0.0
     reason: str = ""
     time: float = 0.0
     current: int = 0
@@ -169,13 +188,15 @@ class Recommendation:
         """The autoscaler figures a view draws (``decision`` defaults to this one)."""
         return AutoscalerSnapshot(
             load=self.load,
-            capacity=self.capacity,
+            capacity=self.serving_capacity,
             target_util=settings.target_util,
             queue_time=self.queue_time,
             target_queue_time=settings.effective_target_queue_time,
             target_workers=self.target,
             max_workers=settings.max_workers,
             last_decision=decision if decision is not None else self.to_decision(),
+            active_workers=self.active,
+            inactive_workers=len(self.inactive),
         )
 
 
@@ -213,10 +234,11 @@ def decide(view: ScalingView, settings: AutoscalingSettings, state: PolicyState,
     now = view.now
     first_seen = state.first_seen if state.first_seen is not None else now
     assumed = view.assumed_perf_score
-    counted = [w for w in view.workers if w.state.starting or w.state.serving]
+    counted = [w for w in view.workers if w.state.starting or w.loaded]
     current = len(counted)
     starting = sum(1 for w in counted if w.state.starting)
     ready = [w for w in counted if w.state.serving]
+    loaded = [w for w in counted if w.loaded]
 
     def perf(w: WorkerView) -> float:
         if w.perf_score is not None and w.perf_score > 0:
@@ -246,9 +268,9 @@ def decide(view: ScalingView, settings: AutoscalingSettings, state: PolicyState,
         by_load = max(current, 1 if load > 0 else 0)
     elif capacity + _EPS < need.needed:
         by_load = current + math.ceil((need.needed - capacity) / assumed - _EPS)
-    else:  # ready workers the need could spare, slowest first (busy or not: they idle soon enough)
+    else:  # loaded workers the need could spare, slowest first (busy or not: they idle soon enough)
         by_load, remaining = current, capacity
-        for w in sorted(ready, key=perf):
+        for w in sorted(loaded, key=perf):
             if not spare(remaining, w):
                 break
             remaining -= perf(w)
@@ -317,11 +339,30 @@ def decide(view: ScalingView, settings: AutoscalingSettings, state: PolicyState,
         if after <= desired:
             below_since = None
     target = current + start - len(stop)
+    keep = [w for w in loaded if w.id not in stop]
+    # a starting worker with a score is an inactive one coming back: it covers its share of the active need
+    returning = sum(w.perf_score or 0.0 for w in counted if w.state.starting and w.perf_score)
+    # with the drain's headroom, so a worker is not held inactive that the load formula would keep loaded
+    active = _active(keep, (need.active * (1 + SCALE_DOWN_HEADROOM) - returning) if not by_queue else math.inf, perf,
+                     at_least_one=need.active > 0 or not timed_out)
+    # serving workers become inactive only once fewer have sufficed for the cooldown (activation is immediate)
+    serving_now = {w.id for w in keep if w.state.serving}
+    fewer_since: float | None = None
+    if serving_now - active:
+        if stop and not timed_out:
+            active |= serving_now  # a drain changes the workers now: the others serve another cooldown first
+        else:
+            fewer_since = state.fewer_active_since if state.fewer_active_since is not None else now
+            if not (timed_out or now - fewer_since >= scale_down_cooldown):
+                active |= serving_now
     rec = Recommendation(
         time=now,
         target=target,
         start=start,
         stop=stop,
+        inactive=tuple(sorted(w.id for w in keep if w.id not in active)),
+        active=len(active),
+        serving_capacity=sum(perf(w) for w in keep if w.id in active),
         reason=reason,
         current=current,
         desired=desired,
@@ -330,7 +371,24 @@ def decide(view: ScalingView, settings: AutoscalingSettings, state: PolicyState,
         needed=need.needed,
         queue_time=view.queue_time,
     )
-    return rec, PolicyState(first_seen=first_seen, below_since=below_since, target=target)
+    return rec, PolicyState(first_seen=first_seen, below_since=below_since, target=target,
+                            fewer_active_since=fewer_since)
+
+
+def _active(loaded: list[WorkerView], need: float, perf: Callable[[WorkerView], float], *,
+            at_least_one: bool) -> set[str]:
+    """The loaded workers that serve: busy ones, then those already serving (fastest first), then inactive ones
+    (fastest first), until their perf covers ``need``, and one at least when ``at_least_one`` (Vast keeps an
+    active worker until the endpoint has been idle for its ``inactivity_timeout``, unless ``min_load`` needs
+    more); a worker without a perf score yet serves (the need cannot be measured against it)."""
+    chosen: set[str] = set()
+    covered = 0.0
+    order = sorted(loaded, key=lambda w: (w.load <= 0, w.state is WorkerState.INACTIVE, -perf(w), w.id))
+    for w in order:
+        if w.load > 0 or perf(w) <= 0 or covered + _EPS < need or (at_least_one and not chosen):
+            chosen.add(w.id)
+            covered += perf(w)
+    return chosen
 
 
 def _drain(

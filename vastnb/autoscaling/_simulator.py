@@ -2,7 +2,12 @@
 
 The model: a worker started at ``t`` is provisioning for the first 20 % of
 ``cold_start_s``, loading until 80 %, benchmarking until 100 %, then ready and serving
-``perf_score`` workload units per second (its score becomes known then). Requests join
+``perf_score`` workload units per second (its score becomes known then). A loaded worker
+the policy names in :attr:`~vastnb.autoscaling.Recommendation.inactive` stops serving at
+once and is inactive (Vast's cold worker: loaded, GPU not billed); activated again, it
+loads for ``activation_s`` (default: the last 80 % of a cold start, the container
+restarts with its model on disk) before it serves. ``worker_seconds`` counts the GPU time
+Vast bills (every worker but the inactive ones); ``inactive_seconds`` the rest. Requests join
 one FIFO queue as a fluid: rate traces arrive evenly within each step, recorded calls at
 their exact times, and ready workers drain the queue at their summed perf (so calls are
 worked through one after another; a call waits until its first unit is served). Work goes to
@@ -52,9 +57,18 @@ class _SimWorker:
     perf: float
     assigned: float = 0.0
     idle_since: float | None = None
+    inactive: bool = False
+    active_at: float = 0.0  # when an activated inactive worker serves again
+
+    def serving(self, t: float) -> bool:
+        return t + _EPS >= self.ready_at and not self.inactive and t + _EPS >= self.active_at
 
     def state(self, t: float, cold_start_s: float) -> WorkerState:
         if t + _EPS >= self.ready_at:
+            if self.inactive:
+                return WorkerState.INACTIVE
+            if t + _EPS < self.active_at:
+                return WorkerState.LOADING
             return WorkerState.BUSY if self.assigned > _EPS else WorkerState.READY
         elapsed = t - self.started_at
         if elapsed < 0.2 * cold_start_s:
@@ -154,7 +168,8 @@ class SimulationResult:
     timeline: list[SimulationStep] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
     max_queue_time: float = 0.0
-    worker_seconds: float = 0.0
+    worker_seconds: float = 0.0  # GPU time Vast bills: every worker but the inactive ones
+    inactive_seconds: float = 0.0  # time workers spent inactive (storage billed, GPU not)
     arrived: float = 0.0
     served: float = 0.0
 
@@ -214,12 +229,15 @@ def simulate(
     initial_workers: int | None = None,
     machine_max_workers: int | None = None,
     prior_perf_score: float | None = None,
+    activation_s: float | None = None,
 ) -> SimulationResult:
     """Run ``trace`` through a simulated endpoint scaled by :func:`decide` with ``settings``.
 
     ``perf_score`` is each worker's throughput (workload units/s); ``initial_workers``
     start ready with a known score (None: start from nothing, as a fresh deployment
     does). ``prior_perf_score`` is what the policy assumes before any benchmark.
+    ``activation_s`` is how long an inactive worker takes to serve again (default: 80 %
+    of ``cold_start_s``: everything but recruiting a machine).
     """
     settings = settings if settings is not None else AutoscalingSettings()
     _check_positive("perf_score", perf_score)
@@ -227,7 +245,13 @@ def simulate(
     _check_positive("workload_per_request", workload_per_request)
     if not (math.isfinite(cold_start_s) and cold_start_s >= 0):
         raise ConfigurationError(f"`cold_start_s` must be a non-negative number. Instead got {cold_start_s!r}.")
+    if activation_s is None:
+        activation_s = 0.8 * cold_start_s
+    elif isinstance(activation_s, bool) or not isinstance(activation_s, (int, float)) or not (
+            math.isfinite(activation_s) and activation_s >= 0):
+        raise ConfigurationError(f"`activation_s` must be a non-negative number or None. Instead got {activation_s!r}.")
     sim = _Simulation(trace, settings, perf_score, cold_start_s, control_period_s, workload_per_request)
+    sim.activation_s = float(activation_s)
     for _ in range(initial_workers or 0):
         sim.start(0.0, ready=True)
     return sim.run(machine_max_workers, prior_perf_score)
@@ -257,6 +281,7 @@ class _Simulation:
         self.calls_done = 0
         self.serial = 0
         self.max_queue_time = 0.0
+        self.activation_s = 0.0
 
     def start(self, t: float, *, ready: bool = False) -> None:
         self.serial += 1
@@ -286,11 +311,12 @@ class _Simulation:
                 del self.workers[wid]
             for _ in range(rec.start):
                 self.start(t)
+            self._hold(rec.inactive, t)
             changed = rec.target != previous
             if changed:
                 result.decisions.append(rec.to_decision())
             previous = rec.target
-            capacity = sum(w.perf for w in self.workers.values() if w.ready_at <= t + _EPS)
+            capacity = sum(w.perf for w in self.workers.values() if w.serving(t))
             counts: dict[str, int] = {}
             for w in self.workers.values():
                 key = w.state(t, self.cold_start_s).value
@@ -298,7 +324,9 @@ class _Simulation:
             arrived_before = self.queue.arrived
             end = min((k + 1) * self.period, self.trace.duration_s)
             self._advance(t, end)
-            result.worker_seconds += len(self.workers) * (end - t)
+            held = sum(1 for w in self.workers.values() if w.inactive)
+            result.worker_seconds += (len(self.workers) - held) * (end - t)
+            result.inactive_seconds += held * (end - t)
             load = (self.queue.arrived - arrived_before) / (end - t) if end > t else 0.0
             result.timeline.append(
                 SimulationStep(t, counts, load, capacity, queue_time, rec.target, rec.reason if changed else None)
@@ -306,6 +334,16 @@ class _Simulation:
         result.max_queue_time = self.max_queue_time
         result.arrived, result.served = self.queue.arrived, self.queue.served
         return result
+
+    def _hold(self, inactive: tuple[str, ...], t: float) -> None:
+        """Apply the policy's inactive set: those stop serving now, the others serve (after ``activation_s``)."""
+        held = set(inactive)
+        for w in self.workers.values():
+            if w.id in held and w.ready_at <= t + _EPS:
+                w.inactive, w.assigned, w.idle_since = True, 0.0, None
+            elif w.inactive:
+                w.inactive, w.active_at = False, t + self.activation_s
+                w.idle_since = w.active_at
 
     def _view(self, w: _SimWorker, t: float) -> WorkerView:
         ready = w.ready_at <= t + _EPS
@@ -321,6 +359,7 @@ class _Simulation:
         trace, queue = self.trace, self.queue
         cuts = {t0, t1}
         cuts.update(w.ready_at for w in self.workers.values() if t0 < w.ready_at < t1)
+        cuts.update(w.active_at for w in self.workers.values() if t0 < w.active_at < t1)
         if trace.rps:
             k = math.floor(t0 / trace.step_s + _EPS) + 1
             while k * trace.step_s < t1 - _EPS:
@@ -341,7 +380,7 @@ class _Simulation:
                 self.last_request_at = a
                 self.calls_done += 1
             rate = trace.rps_at(a + _EPS) * self.wpr
-            capacity = sum(w.perf for w in self.workers.values() if w.ready_at <= a + _EPS)
+            capacity = sum(w.perf for w in self.workers.values() if w.serving(a))
             waited = queue.run(a, b, rate, capacity)
             if rate > 0:
                 self.meter.record(b, rate * (b - a))
@@ -352,11 +391,11 @@ class _Simulation:
     def _assign(self, served: float, t0: float, t1: float) -> None:
         """Hand the period's work to the quickest ready workers first (ties: oldest first)."""
         ready = sorted(
-            (w for w in self.workers.values() if w.ready_at < t1 - _EPS), key=lambda w: (-w.perf, w.started_at, w.id)
+            (w for w in self.workers.values() if w.serving(t1 - 2 * _EPS)), key=lambda w: (-w.perf, w.started_at, w.id)
         )
         left = served
         for w in ready:
-            share = min(left, w.perf * (t1 - max(t0, w.ready_at)))
+            share = min(left, w.perf * (t1 - max(t0, w.ready_at, w.active_at)))
             left -= share
             if share > _EPS:
                 w.assigned, w.idle_since = share / (t1 - t0), None

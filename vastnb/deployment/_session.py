@@ -90,8 +90,10 @@ def follow_ready(app: Deployment, fut: "concurrent.futures.Future[None]", want: 
     bar: Any = None
     finished = False
 
+    route_said = ""  # what Vast's /route/ says while it waits (backend vast)
+
     def postfix() -> str:  # under lock
-        parts = [f"{wid} {state}" for wid, state in starting.items()]
+        parts = ([route_said] if route_said else []) + [f"{wid} {state}" for wid, state in starting.items()]
         if failures:
             n = len(failures)
             parts.append(f"{n} failed start{'s' if n != 1 else ''}: {failures[-1]}")
@@ -120,8 +122,14 @@ def follow_ready(app: Deployment, fut: "concurrent.futures.Future[None]", want: 
                 bar.set_postfix(postfix())
 
     def on_event(event: Any) -> None:
+        nonlocal route_said
         if event.kind == EventKind.WORKER and event.worker is not None:
             on_worker(event.worker)
+        elif event.kind == EventKind.LOG and event.data.get("source") == "route":  # what Vast says while it waits
+            with lock:
+                route_said = str(event.data.get("line", ""))
+                if bar is not None and not finished:
+                    bar.set_postfix(postfix())
 
     unsubscribe = app.events.subscribe(on_event)
     for worker in app.snapshot().workers:

@@ -46,7 +46,8 @@ class Figures:
     queue_time: float
     target_queue_time: float | None
     calls: int
-    cost: float | None  # dollars per hour of the live workers (Vast); None when no price is known
+    cost: float | None  # dollars per hour of the billed workers (Vast); None when unknown or nothing is priced
+    cost_unknown: bool  # Vast bills a worker whose price it did not report: say "unknown", never $0
     start_failures: int
     start_error: str | None
 
@@ -60,6 +61,10 @@ class Figures:
         if self.used is None or self.load_share is None or self.benchmark_function is None:
             return False
         return abs(self.used - min(self.load_share, 1.0)) >= 0.4
+
+
+# States whose GPU time Vast bills (its pricing page: Ready and Loading; Creating and Inactive bill storage only).
+BILLED = (WorkerState.READY, WorkerState.BUSY, WorkerState.LOADING, WorkerState.BENCHMARKING, WorkerState.DRAINING)
 
 
 def capacity(snapshot: DeploymentSnapshot) -> float:
@@ -88,7 +93,8 @@ def figures(snapshot: DeploymentSnapshot) -> Figures:
     off = stopped(snapshot)
     cap = capacity(snapshot)
     load = 0.0 if off else a.load
-    prices = [w.price_per_hour for w in snapshot.workers if w.state.alive and w.price_per_hour is not None]
+    billed = [w.price_per_hour for w in snapshot.workers if w.state in BILLED]
+    unknown = snapshot.backend == "vast" and any(p is None for p in billed)
     return Figures(
         state=snapshot.state,
         alive=sum(1 for w in snapshot.workers if w.state.alive),
@@ -104,7 +110,8 @@ def figures(snapshot: DeploymentSnapshot) -> Figures:
         queue_time=0.0 if off else a.queue_time,
         target_queue_time=a.target_queue_time,
         calls=sum(w.calls_done for w in snapshot.workers),
-        cost=sum(prices) if prices else None,
+        cost=None if unknown or not any(p is not None for p in billed) else sum(p for p in billed if p is not None),
+        cost_unknown=unknown,
         start_failures=0 if off else snapshot.start_failures,
         start_error=None if off else snapshot.start_error,
     )

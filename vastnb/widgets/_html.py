@@ -47,6 +47,7 @@ STATE_COLORS: dict[str, str] = {
     "benchmarking": "#06b6d4",
     "ready": "#22c55e",
     "busy": "#f59e0b",
+    "inactive": "#94a3b8",  # loaded, out of routing (Vast's cold workers)
     "draining": "#64748b",
     "stopped": "#b6bfcb",
     "error": "#ef4444",

@@ -125,8 +125,9 @@ def header_html(snapshot: DeploymentSnapshot, note: str = "") -> str:
                title="serving workers' benchmark scores, in workload units per second"),
         h.stat("Calls", h.fmt_count(f.calls)),
     ]
-    if f.cost is not None:
-        tiles.append(h.stat("Cost", h.fmt_money(f.cost)))
+    if f.cost is not None or f.cost_unknown:
+        tiles.append(h.stat("Cost", h.fmt_money(f.cost) if f.cost is not None else "unknown",
+                            title="GPU cost per hour of the billed workers, at the prices Vast reports"))
     out = title + f'<div style="display:flex;flex-wrap:wrap">{"".join(tiles)}</div>'
     if f.start_failures and f.start_error:
         n = f.start_failures

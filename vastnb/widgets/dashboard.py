@@ -77,8 +77,8 @@ def render_text(snapshot: DeploymentSnapshot, *, now: float | None = None, max_s
     if f.queued:
         parts.append(f"{h.fmt_count(f.queued)} queued")
     parts.append(f"calls {h.fmt_count(f.calls)}")
-    if f.cost is not None:
-        parts.append(h.fmt_money(f.cost))
+    if f.cost is not None or f.cost_unknown:
+        parts.append(h.fmt_money(f.cost) if f.cost is not None else "cost unknown")
     out = ([f"[{note}]"] if note else []) + [head, "  " + " · ".join(parts)]
     if f.start_failures and f.start_error:
         out.append(f"  {'workers cannot start' if f.serving == 0 else 'a worker could not start'} "

@@ -28,6 +28,10 @@ output and result find their way back; the messages themselves are the typed
 dataclasses of :mod:`vastnb.wire.messages`. Exceptions travel as
 :class:`~vastnb.wire.messages.ErrorRecord` (:func:`format_remote_error`) and
 become exceptions again with :func:`build_remote_exception`.
+
+Replies from machines vastnb does not trust (Vast workers run on other people's
+hosts) are loaded with :func:`loads_untrusted`, a restricted unpickler that runs
+none of their code (:mod:`vastnb.wire._restricted`).
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from ._pickle import (
     loads_payload,
     pickle_roundtrip,
 )
+from ._restricted import UntrustedReply, dumps_reply, loads_untrusted
 
 __all__ = [
     "HANDSHAKE_MAGIC",
@@ -62,12 +67,15 @@ __all__ = [
     "PayloadError",
     "ProtocolError",
     "RemoteTraceback",
+    "UntrustedReply",
     "build_remote_exception",
     "check_picklable",
     "dumps_code",
     "dumps_payload",
+    "dumps_reply",
     "format_remote_error",
     "loads_payload",
+    "loads_untrusted",
     "pickle_roundtrip",
     "segment_files",
     "sweep_segments",

@@ -114,15 +114,18 @@ def format_remote_error(exc: BaseException) -> ErrorRecord:
     return ErrorRecord(type=qualified, message=str(exc), frames=frames, exception=blob)
 
 
-def build_remote_exception(error: ErrorRecord, where: str) -> BaseException:
-    """The exception to raise in the caller for a remote error record."""
+def build_remote_exception(error: ErrorRecord, where: str, loads: Any = None) -> BaseException:
+    """The exception to raise in the caller for a remote error record.
+
+    ``loads`` loads the pickled exception (default: :func:`~vastnb.wire.loads_payload`; replies from untrusted
+    hosts pass :func:`~vastnb.wire.loads_untrusted`); when it fails, the type name and message still travel."""
     from ._pickle import loads_payload
 
     exc: BaseException | None = None
     if error.exception is not None:
         try:
-            exc = loads_payload(error.exception)
-        except Exception:  # noqa: BLE001 - e.g. the class is not importable here
+            exc = (loads or loads_payload)(error.exception)
+        except Exception:  # noqa: BLE001 - e.g. the class is not importable here, or refused
             exc = None
     if not isinstance(exc, BaseException):
         exc = RemoteError(error.message, type_name=error.type)

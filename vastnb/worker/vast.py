@@ -19,7 +19,8 @@ version (cloudpickled code does not cross minor versions)::
               "fn": hash, "payload": bytes,       # a CallFunction, RunCell or BenchmarkSpec payload
               "code": [InstallFunction],          # only when needed
               "contexts": {name: hash},           # what the call needs
-              "context_blobs": [ContextSpec]}     # only when needed
+              "context_blobs": [ContextSpec],     # only when needed
+              "replies": "by-value"}              # only from a notebook that trusts its hosts
     reply    {"v": 1, "worker": id, "pid": pid, "ok": bool, "value" | "error": ErrorRecord,
               "out": [(stream, text)], "missing": {"code": [...], "contexts": [...]}}
 
@@ -36,9 +37,20 @@ lines marked ``#!VAST_IGNORE_CHANGES``: redefining a function never changes the
 SDK's content hash (no re-upload), while a changed context (its source), image or
 vastnb version does, and the SDK then soft-updates the workers.
 
-Anyone who can reach the worker could send a frame, and a frame runs code: the
-door is the official worker's request signature check (Vast's autoscaler signs
-every routed request), which vastnb leaves on.
+Anyone who can reach the worker could send a frame, and a frame runs code. The
+official worker checks Vast's request signature, but it signs only the worker's
+URL (no nonce, no body), so a captured ``auth_data`` would let anyone post their
+own pickles. So every frame is *sealed* (:func:`seal_frame`): an HMAC-SHA256 over
+the frame with the deployment's frame key (derived from the user's API key, the
+deployment's name and tag; the generated module carries it), an expiry and a
+nonce the worker remembers until then. The worker checks the seal before it
+unpickles a byte (:func:`open_frame`); a replayed, expired or forged frame gets
+an error reply. Only :data:`BENCHMARK_FRAME` (which runs the deployment's own
+benchmark function) needs no seal.
+
+Replies go the other way, to a notebook that does not trust the host: values
+are pickled with notebook classes by reference (:func:`vastnb.wire.dumps_reply`)
+so the notebook's restricted unpickler can match them to its own classes.
 """
 
 from __future__ import annotations
@@ -46,14 +58,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import hashlib
+import hmac
 import os
 import socket
+import struct
 import sys
+import time
 from collections.abc import Mapping
 from typing import Any, Callable
 
 from ..spec import ContextSpec
-from ..wire import dumps_payload, format_remote_error, loads_payload
+from ..wire import dumps_payload, dumps_reply, format_remote_error, loads_payload
 from ..wire import messages as m
 from .core import log_to_stderr
 
@@ -64,8 +80,13 @@ __all__ = [
     "PROTOCOL",
     "PY",
     "FrameHandler",
+    "FrameRefused",
+    "Nonces",
     "decode_frame",
     "encode_frame",
+    "frame_key",
+    "open_frame",
+    "seal_frame",
 ]
 
 PROTOCOL = 1
@@ -76,12 +97,81 @@ MAX_OUTPUT = 1 << 20  # characters of print output carried back per call
 PY = [sys.version_info[0], sys.version_info[1]]
 
 
+SEAL_MAGIC = b"VNS1"
+_SEAL = struct.Struct("<4sd16s32s")  # magic | expires at (unix s) | nonce | HMAC-SHA256
+CLOCK_SKEW = 300.0  # seconds a worker's clock may differ from the notebook's
+
+
 def encode_frame(obj: Any, what: str = "a vastnb frame") -> bytes:
     return dumps_payload(obj, what).to_bytes()
 
 
-def decode_frame(data: bytes) -> Any:
+def decode_frame(data: bytes | memoryview) -> Any:
     return loads_payload(data)
+
+
+def frame_key(api_key: str, name: str, tag: str = "default") -> str:
+    """The deployment's frame key: the same in every kernel of the user, unknown to anyone without their API key."""
+    message = b"vastnb frame key\0" + name.encode() + b"\0" + tag.encode()
+    return hmac.new(api_key.encode(), message, hashlib.sha256).hexdigest()
+
+
+def seal_frame(payload: bytes, key: str, valid_for: float) -> bytes:
+    """``payload`` sealed with ``key``: valid for ``valid_for`` seconds (plus the clock skew), once."""
+    head = SEAL_MAGIC + struct.pack("<d", time.time() + valid_for) + os.urandom(16)
+    mac = hmac.new(key.encode(), head + payload, hashlib.sha256).digest()
+    return head + mac + payload
+
+
+class FrameRefused(Exception):
+    """A frame without a valid seal: forged, sealed with another key, expired or replayed."""
+
+
+class Nonces:
+    """The nonces of frames received and not yet expired (a frame is taken once); forgotten after their expiry."""
+
+    def __init__(self) -> None:
+        self.expiry: dict[bytes, float] = {}
+        self._heap: list[tuple[float, bytes]] = []
+
+    def __len__(self) -> int:
+        return len(self.expiry)
+
+    def __contains__(self, nonce: object) -> bool:
+        return nonce in self.expiry
+
+    def add(self, nonce: bytes, expires: float, now: float) -> None:
+        import heapq
+
+        while self._heap and self._heap[0][0] + CLOCK_SKEW < now:
+            _, old = heapq.heappop(self._heap)
+            self.expiry.pop(old, None)
+        self.expiry[nonce] = expires
+        heapq.heappush(self._heap, (expires, nonce))
+
+
+def open_frame(data: bytes, key: str, seen: Nonces, now: float | None = None) -> memoryview:
+    """The payload of a sealed frame, checked before anything in it is read; ``seen`` remembers nonces."""
+    now = time.time() if now is None else now
+    if not key:
+        raise FrameRefused("this worker has no frame key (its module was not generated by this vastnb); redeploy")
+    if len(data) < _SEAL.size or data[:4] != SEAL_MAGIC:
+        raise FrameRefused("the frame is not sealed (sent by an older vastnb, or not by vastnb); redeploy or upgrade")
+    _, expires, nonce, mac = _SEAL.unpack_from(data)
+    view = memoryview(data)
+    wanted = hmac.new(key.encode(), view[:_SEAL.size - 32], hashlib.sha256)
+    wanted.update(view[_SEAL.size:])
+    if not hmac.compare_digest(wanted.digest(), mac):
+        raise FrameRefused("the frame's seal does not match this deployment's key (the notebook uses another API "
+                           "key, deployment name or tag than this worker's deployment); redeploy")
+    if expires + CLOCK_SKEW < now:
+        raise FrameRefused(f"the frame expired {now - expires:.0f} s ago (a replay, or a clock off by more than "
+                           f"{CLOCK_SKEW:g} s)")
+    if nonce in seen:
+        raise FrameRefused("the frame was already received once (a replay, or a retry of a request this worker "
+                           "already has)")
+    seen.add(nonce, expires, now)
+    return view[_SEAL.size:]
 
 
 def _log(msg: str) -> None:
@@ -114,9 +204,12 @@ class FrameHandler:
     SDK retries 5xx): every failure becomes a reply frame the notebook reads.
     """
 
-    def __init__(self, name: str, snapshot: str = "") -> None:
+    def __init__(self, name: str, snapshot: str = "", frame_key: str = "") -> None:
         self.name = name
         self.snapshot = snapshot
+        self.frame_key = frame_key
+        self.nonces = Nonces()
+        self._bench_call: asyncio.Future[None] | None = None  # the serial benchmark call the official runs share
         self.worker_id = os.environ.get("CONTAINER_ID") or f"{socket.gethostname()}-{os.getpid()}"
         self.core: Any = None
         self.failed: dict[str, tuple[str, m.ErrorRecord]] = {}  # context name -> (hash, error record)
@@ -187,11 +280,22 @@ class FrameHandler:
             await self._benchmark_step()
             return b"ok"
         out = _Output()
+        by_value = False
         try:
-            msg = decode_frame(frame)
+            try:
+                payload = open_frame(frame, self.frame_key, self.nonces)
+            except FrameRefused as refused:
+                _log(f"refused a frame: {refused}")
+                return self._encode({"ok": False, "error": m.ErrorRecord(
+                    "vastnb.worker.vast.FrameRefused", f"worker {self.worker_id} refused the request: {refused}")},
+                    out, True)
+            msg = decode_frame(payload)
             if not isinstance(msg, dict) or msg.get("v") != PROTOCOL:
                 raise ValueError(f"not a vastnb protocol-{PROTOCOL} frame (the notebook and this worker run "
                                  "different vastnb versions; redeploy)")
+            by_value = msg.get("replies") == "by-value"
+            if msg.get("op") == "hello":  # carries no code: answered on any Python, so the notebook can check it
+                return self._encode({"ok": True, "value": self.info()}, out, by_value)
             if list(msg.get("py", [])) != PY:
                 raise RuntimeError(
                     f"this worker runs Python {_pyver(PY)} but the notebook runs Python {_pyver(msg.get('py'))}; "
@@ -203,13 +307,14 @@ class FrameHandler:
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # noqa: BLE001 - every failure travels back
-            reply = {"ok": False, "error": format_remote_error(exc)}
-        return self._encode(reply, out)
+            reply = {"ok": False, "error": _error_record(exc, by_value)}
+        return self._encode(reply, out, by_value)
 
-    def _encode(self, reply: dict[str, Any], out: _Output) -> bytes:
+    def _encode(self, reply: dict[str, Any], out: _Output, by_value: bool = False) -> bytes:
+        """The reply frame: notebook classes by reference (the notebook loads it restricted), unless it trusts us."""
         reply.update(v=PROTOCOL, worker=self.worker_id, pid=os.getpid(), out=out.chunks)
         try:
-            return encode_frame(reply, "the result")
+            return encode_frame(reply, "the result") if by_value else dumps_reply(reply, "the result")
         except Exception as exc:  # noqa: BLE001 - e.g. an unpicklable result
             err = m.ErrorRecord("vastnb.errors.SerializationError", f"cannot send the result back to the notebook: {exc}")
             return encode_frame({"v": PROTOCOL, "worker": self.worker_id, "pid": os.getpid(), "out": out.chunks,
@@ -271,7 +376,7 @@ class FrameHandler:
             try:
                 spent = await self.core.enter_context(spec)
             except Exception as exc:  # noqa: BLE001 - remembered, reported to calls that need it
-                err = format_remote_error(exc)
+                err = _error_record(exc, False)
                 err = dataclasses.replace(
                     err, message=f"entering context {name} failed on worker {self.worker_id}: {err.message}")
                 self.failed[name] = (spec.hash, err)
@@ -300,11 +405,24 @@ class FrameHandler:
             self.calls_done += 1
 
     async def _benchmark_step(self) -> None:
-        """One request of the official benchmark: one call of the deployment's benchmark function."""
+        """One request of the official benchmark: one call of the deployment's benchmark function.
+
+        The frame function allows parallel requests, so the official benchmark sends 10 at once per run. For a
+        serial benchmark function the requests that arrive while a call runs share that call (the generated
+        module counts each as a tenth of the workload): 1 + runs calls, as the official worker makes for a
+        serial function, not 1 + runs × 10 one after another."""
         spec = self.bench_spec
         if spec is None or spec.fn_hash not in self.core.functions:
             await asyncio.sleep(0)
             return
+        if not self.core.functions[spec.fn_hash].allow_parallel:
+            if self._bench_call is None or self._bench_call.done():
+                self._bench_call = asyncio.ensure_future(self._benchmark_call(spec))
+            await asyncio.shield(self._bench_call)
+            return
+        await self._benchmark_call(spec)
+
+    async def _benchmark_call(self, spec: Any) -> None:
         if spec.generator is not None:
             kwargs = dict(spec.generator())
         else:
@@ -368,6 +486,17 @@ def _shorten_official_logs() -> None:
 
 def _discard(stream: str, text: str) -> None:
     return None
+
+
+def _error_record(exc: BaseException, by_value: bool) -> m.ErrorRecord:
+    """An exception as a record whose pickled exception the notebook can load restricted (classes by reference)."""
+    record = format_remote_error(exc)
+    if by_value or record.exception is None:
+        return record
+    try:
+        return dataclasses.replace(record, exception=dumps_reply(exc, "the exception"))
+    except Exception:  # noqa: BLE001 - type, message and frames still travel
+        return dataclasses.replace(record, exception=None)
 
 
 def _pyver(v: Any) -> str:

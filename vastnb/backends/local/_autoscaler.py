@@ -56,7 +56,7 @@ class Autoscaler:
                 self.meter.record(t, w)
             self.seen = runtime.arrivals_total
         workers = tuple(
-            WorkerView(h.id, h.state, h.perf_score, h.load, h.idle_since)
+            WorkerView(h.id, h.shown_state, h.perf_score, h.load, h.idle_since)
             for h in runtime.workers.values() if h.state.alive and not h.stopping
         )
         waiting = now - runtime.pending[0].created if len(runtime.pending) else 0.0

@@ -61,6 +61,7 @@ class WorkerHandle:
     sinks: dict[int, Any] = field(default_factory=dict)  # output of control requests (cells)
     log: collections.deque = field(default_factory=lambda: collections.deque(maxlen=2000))
     stopping: bool = False
+    inactive: bool = False  # loaded but kept out of routing: the autoscaler's Recommendation.inactive
     ping_sent: float | None = None  # a stats Ping on the connection waits for its Pong (never a hang verdict)
     idle_since: float | None = None  # monotonic time the worker last became idle; None while busy
     tasks: list[asyncio.Task] = field(default_factory=list)
@@ -114,13 +115,18 @@ class WorkerHandle:
         return self.state.serving and self.conn is not None and not self.conn.closed and not self.stopping
 
     @property
+    def shown_state(self) -> WorkerState:
+        """Its state as views and the autoscaler see it: a ready worker held out of routing is inactive."""
+        return WorkerState.INACTIVE if self.inactive and self.state is WorkerState.READY else self.state
+
+    @property
     def pid(self) -> int | None:
         return self.process.pid if self.process is not None else None
 
     def snapshot(self, code_version: str = "", now: float | None = None) -> WorkerSnapshot:
         return WorkerSnapshot(
             id=self.id,
-            state=self.state,
+            state=self.shown_state,
             gpu=self.gpu_label,
             perf_score=self.perf_score,
             load=self.load,

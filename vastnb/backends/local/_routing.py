@@ -226,7 +226,7 @@ class Routing:
         best, best_key = None, (float("inf"), 0)
         default = self.default_perf()
         for h in self.workers.values():
-            if not h.serving or len(h.inflight) >= window:
+            if not h.serving or h.inactive or len(h.inflight) >= window:
                 continue
             key = (h.load / (h.perf_score or default), h.calls_done)  # ties go to the less used worker
             if key < best_key:

@@ -375,14 +375,13 @@ class LocalBackend(WorkerProcesses, Routing):
             handle = self.workers.get(worker_id)
             if handle is not None and handle.state.alive and not handle.stopping:
                 asyncio.create_task(self._drain(handle))
-
-    def _prune_stopped(self) -> None:
-        """Keep the last ``stopped_kept`` stopped workers (views show them); drop older ones and their logs."""
-        gone = [h for h in self.workers.values() if not h.state.alive and (h.process is None or h.process.returncode
-                is not None) and not h.inflight and all(t.done() for t in h.tasks)]
-        gone.sort(key=lambda h: h.stopped_at or 0.0)
-        for h in gone[: max(0, len(gone) - self.stopped_kept)]:
-            del self.workers[h.id]
+        held, activated = set(rec.inactive), False
+        for handle in alive:  # Vast's inactive cold workers: loaded, kept out of routing until the policy needs them
+            if handle.inactive != (handle.id in held):
+                handle.inactive, activated = handle.id in held, activated or handle.inactive
+                self._publish_worker(handle)
+        if activated:
+            self._dispatch()  # calls waiting in the queue may go to the worker that serves again
 
     def _sample_history(self) -> None:
         self._prune_stopped()

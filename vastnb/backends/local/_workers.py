@@ -69,6 +69,7 @@ class WorkerProcesses:
     health_check_timeout: float
     start_timeout: float
     start_failures: int
+    stopped_kept: int
     last_start_error: str | None
     last_start_cause: BaseException | None
     start_summary: str | None
@@ -434,6 +435,14 @@ class WorkerProcesses:
                 if error is not None:
                     self._fail(call, error)
         self.pending.clear()
+
+    def _prune_stopped(self) -> None:
+        """Keep the last ``stopped_kept`` stopped workers (views show them); drop older ones and their logs."""
+        gone = [h for h in self.workers.values() if not h.state.alive and (h.process is None or h.process.returncode
+                is not None) and not h.inflight and all(t.done() for t in h.tasks)]
+        gone.sort(key=lambda h: h.stopped_at or 0.0)
+        for h in gone[: max(0, len(gone) - self.stopped_kept)]:
+            del self.workers[h.id]
 
     def _kill(self, handle: WorkerHandle) -> None:
         if handle.conn is not None:

@@ -22,6 +22,16 @@ touches Jupyter's loop); the public methods are thread-safe and return
 and the ``ttl`` heartbeat are tasks on that loop (no extra threads), stopped by
 :meth:`shutdown`, which also deletes the deployment and its endpoint unless
 ``keep_endpoint=True``.
+
+In a notebook (or any interactive session) a deployment without a ``ttl`` gets
+:data:`DEFAULT_SESSION_TTL`: a kernel that dies without shutting down stops its
+heartbeats, and Vast deletes the deployment that long after the last one, so it
+does not go on billing. ``Deployment(ttl=...)`` overrides it;
+``VastBackend(session_ttl=None)`` turns it off.
+
+Replies from Vast workers are loaded with a restricted unpickler (the host is
+another person's machine): see :mod:`vastnb.wire._restricted` and the README's
+threat model; ``VastBackend(trust_hosts=True)`` opts out for hosts you control.
 """
 
 from __future__ import annotations
@@ -32,48 +42,56 @@ import concurrent.futures
 import dataclasses
 import logging
 import os
+import sys
 import time
 from collections.abc import Sequence
 from typing import Any, Callable
 
 from ..._aio import LoopThread
-from ...errors import CallTimeout, ConfigurationError, DeploymentShutDown, WorkerStartError
+from ...errors import ConfigurationError, DeploymentShutDown
 from ...events import DeploymentSnapshot, Event, EventBus, EventKind
 from ...spec import DEFAULT_BENCHMARK_RUNS, DEFAULT_MAX_QUEUE_TIME, DEFAULT_WORKLOAD, DeploymentSpec, FunctionSpec
 from ...wire import build_remote_exception
 from ...wire import messages as m
-from ...worker.vast import encode_frame
+from ...worker.vast import encode_frame, frame_key
 from .._protocol import CallRequest, CellRequest, OutputSink
-from ._module import build_snapshot, contexts_identity, generate_module
-from ._sdk import (
-    DeployResult,
-    SdkSession,
-    VastApiError,
-    guarded,
-    redact,
-    resolve_api_key,
-)
 from ._calls import Deadline, FrameChannel, SessionGone, write_output
+from ._module import build_snapshot, contexts_identity, generate_module
 from ._monitor import Monitoring
+from ._ready import Readiness
+from ._sdk import DeployResult, SdkSession, VastApiError, check_name, guarded, resolve_api_key
 from ._status import StatusTracker
+from ._teardown import Teardown
 
-__all__ = ["VastApiError", "VastBackend"]
+__all__ = ["DEFAULT_SESSION_TTL", "VastApiError", "VastBackend", "interactive_session"]
 
 log = logging.getLogger("vastnb")
+#: The ``ttl`` of a deployment made from a notebook or another interactive session when it sets none: Vast deletes
+#: the deployment this many seconds after the last heartbeat (one a minute while the kernel lives).
+DEFAULT_SESSION_TTL = 900.0
 SESSION_OPEN_TIMEOUT = 60.0
 SHIPPED_PACKAGES = ("vastnb", "cloudpickle")
 _AUTOSCALING_KEYS = ("cold_workers", "max_workers", "min_load", "min_cold_load", "target_util", "cold_mult",
                      "max_queue_time", "target_queue_time", "inactivity_timeout")
 
 
-class VastBackend(Monitoring):
+def interactive_session() -> bool:
+    """True in a notebook kernel, IPython or the Python prompt (``__main__`` is no file), or under ``python -i``."""
+    main = sys.modules.get("__main__")
+    return not getattr(main, "__file__", None) or bool(sys.flags.interactive)
+
+
+class VastBackend(Readiness, Teardown, Monitoring):
     """One deployment on Vast Serverless. ``Deployment(backend="vast")`` builds one; build it yourself for the options.
 
     ``api_key`` (else ``VAST_API_KEY``, else the SDK's key file), ``webserver_url`` (Vast's console/API server,
     else ``VAST_URL``), ``autoscaler_url`` (else ``VASTNB_AUTOSCALER_URL``), ``ready_timeout`` (seconds
-    ``ensure_ready()`` waits for workers), ``poll_interval``/``max_poll_interval`` (seconds between status
-    polls, backing off while nothing changes), ``cell_session_lifetime`` and ``cell_timeout`` (the session that
-    pins ``%%vast_run`` cells to one worker), ``eager_code`` (send a function's code with its first call).
+    ``ensure_ready()`` waits for workers), ``ready_workers`` (serving workers it waits for; default 1, the active
+    worker: Vast keeps the other cold workers inactive), ``poll_interval``/``max_poll_interval`` (seconds between
+    status polls, backing off while nothing changes), ``cell_session_lifetime`` and ``cell_timeout`` (the session
+    that pins ``%%vast_run`` cells to one worker), ``eager_code`` (send a function's code with its first call),
+    ``session_ttl`` (the ``ttl`` of a deployment made interactively without one; None: no ttl), ``trust_hosts``
+    (load worker replies with plain pickle: only for hosts you control; see the README's threat model).
     """
 
     name = "vast"
@@ -91,13 +109,24 @@ class VastBackend(Monitoring):
         cell_session_lifetime: float = 600.0,
         cell_timeout: float = 600.0,
         eager_code: bool = True,
+        ready_workers: int | None = None,
+        session_ttl: float | None = DEFAULT_SESSION_TTL,
+        trust_hosts: bool = False,
         events: EventBus | None = None,
     ) -> None:
         for label, value in (("ready_timeout", ready_timeout), ("poll_interval", poll_interval),
                              ("max_poll_interval", max_poll_interval), ("cell_session_lifetime", cell_session_lifetime),
-                             ("cell_timeout", cell_timeout)):
+                             ("cell_timeout", cell_timeout), ("session_ttl", session_ttl)):
+            if label == "session_ttl" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
-                raise ConfigurationError(f"`{label}` must be a positive number of seconds. Instead got {value!r}.")
+                none = " or None" if label == "session_ttl" else ""
+                raise ConfigurationError(f"`{label}` must be a positive number of seconds{none}. Instead got {value!r}.")
+        if ready_workers is not None and (isinstance(ready_workers, bool) or not isinstance(ready_workers, int)
+                                          or ready_workers < 1):
+            raise ConfigurationError(f"`ready_workers` must be a positive integer or None. Instead got {ready_workers!r}.")
+        if not isinstance(trust_hosts, bool):
+            raise ConfigurationError(f"`trust_hosts` must be True or False. Instead got {trust_hosts!r}.")
         self.events = events or EventBus()
         self.spec = DeploymentSpec(name="")
         self.webserver_url: str | None = webserver_url or os.environ.get("VAST_URL")
@@ -108,6 +137,11 @@ class VastBackend(Monitoring):
         self.cell_session_lifetime = float(cell_session_lifetime)
         self.cell_timeout = float(cell_timeout)
         self.eager_code = bool(eager_code)
+        self.ready_workers = ready_workers
+        self.session_ttl = float(session_ttl) if session_ttl is not None else None
+        self.trust_hosts = trust_hosts
+        self.ttl: float | None = None  # the ttl the deployment was registered with
+        self.ttl_from_session = False
         self._explicit_key = api_key
         self.state = "declared"
         self.deploy_result: DeployResult | None = None
@@ -115,6 +149,7 @@ class VastBackend(Monitoring):
         self.tracker.code_version = self._worker_code_version
         self.sdk: SdkSession | None = None
         self.channel = FrameChannel(self.tracker, eager_code=self.eager_code, on_activity=self._poke)
+        self.channel.trust_hosts = trust_hosts
         self._thread: LoopThread | None = None
         self._deployed: concurrent.futures.Future[DeployResult] | None = None
         self._calls: dict[concurrent.futures.Future[Any], asyncio.Task[Any]] = {}
@@ -138,13 +173,18 @@ class VastBackend(Monitoring):
             raise ConfigurationError(
                 f"deployment {spec.name!r} has no image; backend='vast' needs one, e.g. "
                 "app.image('vastai/pytorch:@vastai-automatic-tag', storage=16).")
+        check_name(spec.name, spec.tag)
         key = resolve_api_key(self._explicit_key)
         self._set_spec(spec)
+        self.ttl_from_session = spec.ttl is None and self.session_ttl is not None and interactive_session()
+        self.ttl = self.session_ttl if self.ttl_from_session else spec.ttl
         self.sdk = SdkSession(
-            key, name=spec.name, tag=spec.tag, version_label=spec.version_label, ttl=spec.ttl,
+            key, name=spec.name, tag=spec.tag, version_label=spec.version_label, ttl=self.ttl,
             webserver_url=self.webserver_url, autoscaler_url=self.autoscaler_url,
             autoscaler_instance=spec.autoscaler_instance or "prod")
+        self.sdk.route.on_change = self._route_said
         self.channel.sdk = self.sdk
+        self.channel.frame_key = frame_key(key, spec.name, spec.tag)
         self._thread = LoopThread(f"vastnb-vast-{spec.name}")
         self.state = "starting"
         self._deployed = self._thread.submit(self._deploy(spec))
@@ -168,9 +208,6 @@ class VastBackend(Monitoring):
     def machine_max_workers(self) -> int | None:
         return None  # Vast's marketplace: max_workers is the limit
 
-    def ready_target(self) -> int:
-        return 1  # cold workers beyond the first are kept inactive by Vast's engine until load needs them
-
     def arrivals(self) -> list[tuple[float, float]]:
         return list(self.arrival_log)
 
@@ -185,18 +222,20 @@ class VastBackend(Monitoring):
         self._nudge = asyncio.Event()
         await self.sdk.open()
         bench = spec.benchmark_spec
+        bench_fn = spec.functions.get(spec.benchmark or "")
         module = generate_module(
             spec.name, build_snapshot(spec), contexts_id=contexts_identity(spec.contexts),
             benchmark_runs=bench.runs if bench else DEFAULT_BENCHMARK_RUNS,
-            max_queue_time=max((f.max_queue_time for f in spec.functions.values()), default=DEFAULT_MAX_QUEUE_TIME))
+            max_queue_time=max((f.max_queue_time for f in spec.functions.values()), default=DEFAULT_MAX_QUEUE_TIME),
+            frame_key=self.channel.frame_key, benchmark_parallel=bool(bench_fn and bench_fn.allow_parallel))
         result = await self.sdk.deploy(module, spec.image, autoscaling=self._autoscaling(), packages=SHIPPED_PACKAGES)
         self.deploy_result = result
         if result.uploaded:  # workers start from this upload, so they have these functions already
             self.channel.confirmed |= {f.hash for f in spec.functions.values()}
         await self.sdk.routing_endpoint()
         self._background.append(asyncio.create_task(self._poll_loop()))
-        if spec.ttl:
-            self._background.append(asyncio.create_task(self._heartbeat_loop(float(spec.ttl))))
+        if self.ttl:
+            self._background.append(asyncio.create_task(self._heartbeat_loop(float(self.ttl))))
         self.events.publish(Event(EventKind.CODE, time.time(), data={
             "version": spec.code_version, "functions": sorted(spec.functions),
             "vast": {"deployment_id": result.deployment_id, "endpoint_id": result.endpoint_id,
@@ -207,38 +246,6 @@ class VastBackend(Monitoring):
         settings = self.spec.autoscaling
         raw = settings.to_vast_dict() if settings is not None else {}
         return {k: v for k, v in dict(raw).items() if k in _AUTOSCALING_KEYS and v is not None}
-
-    def wait_ready(self, min_ready: int = 1) -> "concurrent.futures.Future[None]":
-        """Resolves when ``min_ready`` workers serve; fails after ``ready_timeout`` saying what Vast reports."""
-        return self._submit(self._wait_ready(max(1, int(min_ready))))
-
-    async def _wait_ready(self, min_ready: int) -> None:
-        await self._ensure_deployed()
-        deadline = Deadline(self.ready_timeout)
-        if min_ready == 1:
-            try:
-                await self._hello(deadline)
-                return
-            except CallTimeout:
-                pass
-        while len(self.tracker.serving()) < min_ready and deadline.remaining() > 0:
-            self._poke()
-            await asyncio.sleep(1.0)
-        if len(self.tracker.serving()) < min_ready:
-            raise WorkerStartError(
-                f"{min_ready} worker(s) of deployment {self.spec.name!r} (Vast endpoint {self.endpoint_id}) did not "
-                f"become ready within {self.ready_timeout:g} s. Vast reports: {self.tracker.summary()}. "
-                "Cold starts pull the image and enter your contexts; see %vast_logs, or raise "
-                "VastBackend(ready_timeout=...).")
-        if self._closing:
-            raise self._shut_down_error()
-
-    async def _hello(self, deadline: Deadline) -> dict[str, Any]:
-        reply = await self.channel.exchange({"op": "hello"}, 1.0, deadline, "waiting for a ready worker", None)
-        info = reply.get("value") or {}
-        self.tracker.apply_reply(str(reply.get("worker")), reply.get("pid"), code=set(info.get("code", ())))
-        self.channel.confirmed |= set(info.get("code", ()))
-        return info
 
     async def _ensure_deployed(self) -> DeployResult:
         if self._closing:
@@ -302,7 +309,8 @@ class VastBackend(Monitoring):
         write_output(reply, sink)
         if reply.get("ok"):
             return reply.get("value")
-        raise build_remote_exception(reply["error"], f"Vast worker {reply.get('worker')} running {what}")
+        raise build_remote_exception(reply["error"], f"Vast worker {reply.get('worker')} running {what}",
+                                     self.channel.exception_loader())
 
     # ================================================================== code, cells, benchmark
     def update(self, spec: DeploymentSpec) -> "concurrent.futures.Future[None]":
@@ -360,7 +368,8 @@ class VastBackend(Monitoring):
         write_output(reply, sink)
         if reply.get("ok"):
             return {worker: reply.get("value")}
-        return {worker: build_remote_exception(reply["error"], f"Vast worker {worker} running a %%vast_run cell")}
+        return {worker: build_remote_exception(reply["error"], f"Vast worker {worker} running a %%vast_run cell",
+                                                 self.channel.exception_loader())}
 
     async def _cell_session_for(self, deadline: Deadline) -> tuple[Any, str]:
         """The SDK session pinning cells to one worker; (None, why) when Vast would not open one."""
@@ -393,7 +402,8 @@ class VastBackend(Monitoring):
         reply = await self.channel.send(frame, fn, DEFAULT_WORKLOAD, Deadline(self.cell_timeout), "the benchmark", 1)
         worker = str(reply.get("worker"))
         if not reply.get("ok"):
-            raise build_remote_exception(reply["error"], f"Vast worker {worker} running the benchmark")
+            raise build_remote_exception(reply["error"], f"Vast worker {worker} running the benchmark",
+                                         self.channel.exception_loader())
         score = float(reply["value"]["score"])
         self.tracker.set_perf(worker, score)
         return {worker: score}
@@ -409,84 +419,6 @@ class VastBackend(Monitoring):
         state = "running" if self.state == "starting" and self.tracker.serving() else self.state
         snap = self.tracker.snapshot(self.spec.name, state, self.spec.code_version)
         return dataclasses.replace(snap, endpoint_id=self.endpoint_id)
-
-    # ================================================================== teardown
-    def shutdown(self, keep_endpoint: bool = False, timeout: float = 30.0) -> None:
-        """Stop polling, heartbeats and calls; delete the deployment and its endpoint (unless ``keep_endpoint``).
-
-        Raises :class:`VastApiError` (after stopping everything local) when Vast could not be told to
-        delete the endpoint, since it may go on costing money."""
-        if self._thread is None or self.state == "shut down":
-            self.state = "shut down"
-            return
-        self._closing = True
-        self.state = "shutting down"
-        thread = self._thread
-        if self._deployed is not None and not self._deployed.done():
-            try:  # a deploy in flight: let it finish (bounded) so what it registered is known and torn down
-                self._deployed.result(timeout)
-            except BaseException:  # noqa: BLE001 - its error was (or will be) reported to whoever waited for it
-                pass
-        errors: list[str] = []
-        try:
-            _run(thread, self._stop_tasks(), timeout)
-        except Exception as exc:  # noqa: BLE001
-            errors.append(redact(exc))
-        managed = self.sdk.managed if self.sdk is not None else None
-        if managed is not None and not keep_endpoint:
-            errors += self._teardown(thread, timeout)
-        try:
-            _run(thread, self._close_clients(), timeout)
-        except Exception as exc:  # noqa: BLE001
-            errors.append(redact(exc))
-        thread.stop()
-        self.state = "shut down"
-        self.events.publish(Event(EventKind.SHUTDOWN, time.time()))
-        if errors:
-            ids = f"endpoint {managed.endpoint_id} (deployment {managed.id})" if managed else "the endpoint"
-            raise VastApiError(
-                f"could not tear down {ids} of {self.spec.name!r}: {'; '.join(errors)}. It may still be running and "
-                f"cost money: delete it with `vastai delete endpoint {managed.endpoint_id if managed else '<id>'}` "
-                "or in the console (https://cloud.vast.ai/serverless/).")
-
-    def _teardown(self, thread: LoopThread, timeout: float) -> list[str]:
-        assert self.sdk is not None and self.sdk.managed is not None
-        errors = []
-        try:
-            self.sdk.delete_deployment()
-        except Exception as exc:  # noqa: BLE001
-            if "404" not in str(exc):
-                errors.append(redact(f"deleting deployment {self.sdk.managed.id}: {exc}"))
-        try:
-            _run(thread, self.sdk.delete_endpoint(), timeout)
-        except Exception as exc:  # noqa: BLE001
-            if "404" not in str(exc):
-                errors.append(redact(exc))
-        return errors
-
-    async def _stop_tasks(self) -> None:
-        tasks = list(self._background) + list(self._calls.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        session, self._cell_session = self._cell_session, None
-        if session is not None:
-            try:
-                await asyncio.wait_for(session.close(), 5.0)
-            except Exception:  # noqa: BLE001 - it expires on its own
-                pass
-
-    async def _close_clients(self) -> None:
-        if self.sdk is not None:
-            await self.sdk.close()
-        await asyncio.get_running_loop().shutdown_default_executor()
-
-    def kill_all_now(self) -> None:
-        """At interpreter exit: tear the endpoint down quickly, never raising."""
-        try:
-            self.shutdown(timeout=5.0)
-        except Exception:  # noqa: BLE001
-            pass
 
     # ================================================================== helpers
     def _submit(self, coro: Any) -> "concurrent.futures.Future[Any]":
@@ -504,16 +436,3 @@ class VastBackend(Monitoring):
             f"deployment {self.spec.name!r} is shut down; create a new vastnb.Deployment (or run %vast_deployment "
             "again) to deploy it again.")
 
-
-def _run(thread: LoopThread, coro: Any, timeout: float) -> Any:
-    """Run ``coro`` on the backend's loop for at most ``timeout`` seconds (then cancel it, and say so)."""
-    future = thread.submit(coro)
-    try:
-        return future.result(timeout)
-    except concurrent.futures.TimeoutError:
-        future.cancel()
-        try:
-            future.result(2.0)
-        except BaseException:  # noqa: BLE001 - cancelled, as asked
-            pass
-        raise TimeoutError(f"Vast did not answer within {timeout:g} s") from None

@@ -4,8 +4,14 @@ One :meth:`FrameChannel.exchange` is one request the official SDK routes
 (``queue_endpoint_request``: ``/route/``, then ``POST {worker}/remote/vastnb_frame``).
 The SDK would wait forever for a ready worker and retry transport errors and
 5xx forever; here every exchange has a deadline, 5xx retries are bounded
-(``max_retries``), and a timeout says what it was waiting for (the SDK's own
-request tracker tells: no ready worker, retrying a failing worker, or running).
+(``max_retries``), ``/route/``'s own transient failures are ridden out until the
+deadline (:mod:`._route`), and a timeout says what it was waiting for (the
+SDK's request tracker tells: no ready worker, retrying a failing worker, or
+running; ``/route/``'s last words tell why).
+
+Every frame is sealed with the deployment's frame key (:func:`vastnb.worker.vast.seal_frame`)
+and every reply is untrusted input: it is loaded with :func:`vastnb.wire.loads_untrusted`
+(no code from the host runs), unless the backend was told to trust its hosts.
 
 :meth:`FrameChannel.send` adds vastnb's code delivery: a frame names the
 function and contexts it needs by content hash; a worker that lacks them
@@ -16,13 +22,15 @@ sent up front while no worker has confirmed having it).
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from typing import Any, Callable
 
 from ...errors import CallTimeout, QueueTimeout
 from ...spec import ContextSpec, FunctionSpec
+from ...wire import UntrustedReply, loads_untrusted
 from ...wire import messages as m
-from ...worker.vast import FRAME_ROUTE, PROTOCOL, PY, decode_frame, encode_frame
+from ...worker.vast import FRAME_ROUTE, PROTOCOL, PY, decode_frame, encode_frame, seal_frame
 from ._sdk import SdkSession, VastApiError, redact
 from ._status import StatusTracker
 
@@ -74,6 +82,8 @@ class FrameChannel:
         self.on_activity = on_activity
         self.contexts: dict[str, ContextSpec] = {}
         self.confirmed: set[str] = set()  # function hashes some worker has
+        self.frame_key = ""  # seals every frame (set when the deployment starts)
+        self.trust_hosts = False  # load replies with plain pickle (VastBackend(trust_hosts=True))
 
     async def send(self, frame: dict[str, Any], spec: FunctionSpec | None, workload: float, deadline: Deadline,
                    what: str, retries: int | None, session: Any = None) -> dict[str, Any]:
@@ -113,7 +123,8 @@ class FrameChannel:
         remaining = deadline.remaining()
         if remaining <= 0:
             raise CallTimeout(self.timeout_message(what, deadline.total, "Queued"))
-        data = encode_frame({"v": PROTOCOL, "py": PY, **frame}, f"the request of {what}")
+        envelope = {"v": PROTOCOL, "py": PY, **frame, **({"replies": "by-value"} if self.trust_hosts else {})}
+        data = seal_frame(encode_frame(envelope, f"the request of {what}"), self.frame_key, remaining + 60.0)
         payload = {"kwargs": {"frame": serialization.serialize(data, "deployment"), "workload": float(workload)}}
         tracker = _Tracker()
         endpoint = await self.sdk.routing_endpoint()
@@ -128,7 +139,7 @@ class FrameChannel:
         except (ConnectionError, ValueError) as exc:
             error = SessionGone(redact(exc)) if session is not None else VastApiError(redact(f"{what} failed: {exc}"))
         except Exception as exc:  # noqa: BLE001 - the SDK raises bare Exception/RuntimeError; keep only its words
-            error = VastApiError(redact(f"{what} failed on its way through Vast: {exc}"))
+            error = VastApiError(self.refusal(what, redact(exc)))
         if error is not None:
             raise error
         return self.read_result(result, what, session)
@@ -146,10 +157,12 @@ class FrameChannel:
             if status == 410 and session is not None:
                 raise SessionGone("the worker closed the cell session")
             raise VastApiError(f"{what}: the worker answered HTTP {status}: {text}")
-        err: VastApiError
+        err: Exception
         try:
             raw = serialization.deserialize_unwrap_error(result["response"]["result"], "deployment", {})
-            reply = decode_frame(raw)
+            reply = decode_frame(raw) if self.trust_hosts else loads_untrusted(raw, f"{what}: the worker")
+        except UntrustedReply as exc:
+            err = exc
         except Exception as exc:  # noqa: BLE001
             err = VastApiError(redact(f"{what}: unreadable reply from the worker ({type(exc).__name__}: {exc})"))
         else:
@@ -158,10 +171,34 @@ class FrameChannel:
             err = VastApiError(f"{what}: the worker speaks another vastnb protocol; redeploy")
         raise err
 
+    def refusal(self, what: str, text: str) -> str:
+        """A request that Vast refused (``/route/`` answering 4xx is not retried), in words with the fix."""
+        endpoint = self.sdk.managed.endpoint_id if self.sdk is not None and self.sdk.managed is not None else "?"
+        found = re.match(r"Failed to route endpoint: HTTP (\d{3}) - (.*)", text, re.S)
+        if found is None:
+            return f"{what} failed on its way through Vast: {text}"
+        status, said = found.group(1), found.group(2).strip()[:300]
+        if status in ("401", "403"):
+            fix = ("the endpoint's own key was refused: it may have been deleted and created again; create the "
+                   "Deployment again (or run %vast_deployment again) to pick up the new one.")
+        elif status == "404":
+            fix = (f"endpoint {endpoint} is gone (deleted in the console, or by its ttl after this kernel's "
+                   "heartbeats stopped): create the Deployment again (or run %vast_deployment again) to redeploy.")
+        else:
+            fix = "see %vast_status and %vast_logs."
+        return f"{what}: Vast's /route/ refused the request (HTTP {status}: {said}); {fix}"
+
+    def exception_loader(self) -> Callable[[bytes], Any]:
+        """How a reply's pickled exception is loaded: restricted unless the hosts are trusted."""
+        if self.trust_hosts:
+            return decode_frame
+        return lambda raw: loads_untrusted(raw, "the exception")
+
     def timeout_message(self, what: str, total: float, status: str) -> str:
         endpoint = self.sdk.managed.endpoint_id if self.sdk is not None and self.sdk.managed is not None else "?"
+        route = self.sdk.route.waiting() if self.sdk is not None else "kept answering WAITING"
         if status in ("New", "Queued", "Polling"):
-            waiting = (f"Vast had no ready worker for endpoint {endpoint} (its /route/ kept answering WAITING). "
+            waiting = (f"Vast had no ready worker for endpoint {endpoint} (its /route/ {route}). "
                        f"Workers: {self.tracker.summary()}")
         elif status == "Retrying":
             waiting = ("the worker request kept failing (transport errors or HTTP 5xx/429) and Vast re-routed it. "

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any, Callable
 
 from ...errors import ConfigurationError, VastnbError
+from ...events import Event, EventBus, EventKind
 from ...spec import DeploymentSpec
-from ._sdk import DeployResult, OffersSummary, SdkSession, VastApiError, find_offers, redact, resolve_api_key, search_offers
+from ._offers import OffersSummary, find_offers, search_offers
+from ._sdk import DeployResult, SdkSession, VastApiError, redact, resolve_api_key
 from ._status import StatusTracker
 
 __all__ = ["Monitoring"]
@@ -22,6 +25,7 @@ class Monitoring:
     # provided by VastBackend
     spec: DeploymentSpec
     sdk: SdkSession | None
+    events: EventBus
     deploy_result: DeployResult | None
     tracker: StatusTracker
     webserver_url: str | None
@@ -31,9 +35,16 @@ class Monitoring:
     _closing: bool
     _nudge: asyncio.Event | None
 
-    def cost_per_hour(self) -> float:
-        """What the endpoint's live workers cost per hour (the prices Vast reports)."""
+    def cost_per_hour(self) -> float | None:
+        """What the endpoint's workers cost per hour in GPU time (ready, busy, loading: the billed states, at the
+        prices Vast reports); None when Vast reported no price for one of them (unknown, not free)."""
         return self.tracker.cost_per_hour()
+
+    def _route_said(self, line: str) -> None:
+        """``/route/`` said something new (waiting for workers, no offers, a failure): show it, do not wait silently."""
+        self.tracker.set_route_status("" if line.endswith("a worker is ready") else line)
+        log.info("vastnb: %s: Vast %s", self.spec.name, line)
+        self.events.publish(Event(EventKind.LOG, time.time(), data={"line": f"Vast {line}", "source": "route"}))
 
     def offers(self, query: Any = None, *, limit: int = 256) -> OffersSummary:
         """How many Vast offers match ``query`` (default: the image's requirement) and the cheapest price."""
@@ -86,7 +97,8 @@ class Monitoring:
         while not self._closing:
             try:
                 endpoint = (await self.sdk.endpoint_data()).config if n % 5 == 0 else None
-                changed = self.tracker.apply_poll(await self.sdk.workers(), endpoint)
+                rows = await self.sdk.workers()
+                changed = self.tracker.apply_poll(rows, endpoint) if rows is not None else False
                 failures = 0
             except VastnbError as exc:
                 failures += 1

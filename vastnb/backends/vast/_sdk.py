@@ -38,21 +38,19 @@ import ssl
 import tempfile
 import threading
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, Awaitable, TypeVar
 
 from ...errors import ConfigurationError, VastnbError
 from ...spec import ImageSpec
 
 __all__ = [
-    "OffersSummary",
+    "NAME_PATTERN",
     "SdkSession",
     "VastApiError",
-    "find_offers",
-    "offers_provider",
+    "check_name",
     "redact",
     "register_secret",
     "resolve_api_key",
-    "search_offers",
 ]
 
 T = TypeVar("T")
@@ -144,6 +142,24 @@ def resolve_api_key(explicit: str | None) -> str:
     return str(key)
 
 
+# =========================================================================== names
+
+#: What Vast's server accepts as a deployment name (and tag); checked before anything is sent.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def check_name(name: str, tag: str) -> None:
+    """Refuse a deployment name or tag Vast's server would refuse, with one it would take."""
+    for label, value in (("name", name), ("tag", tag)):
+        if NAME_PATTERN.fullmatch(value):
+            continue
+        fixed = re.sub(r"[^A-Za-z0-9._-]+", "-", value).lstrip("._-")[:128] or "notebook"
+        raise ConfigurationError(
+            f"Vast refuses the deployment {label} {value!r}: it must be 1-128 letters, digits, '.', '_' or '-', "
+            f"starting with a letter or digit. Pass {label}={fixed!r} to vastnb.Deployment(...) (or "
+            f"%vast_deployment) instead.")
+
+
 # =========================================================================== errors
 
 
@@ -210,6 +226,9 @@ class SdkSession:
         self.autoscaler_url: str = self.client.autoscaler_url.rstrip("/")
         self.managed: Any = None  # ManagedDeployment after deploy()
         self.endpoint: Any = None  # routing Endpoint
+        from ._route import RouteState
+
+        self.route = RouteState()  # what /route/ said last (shared by every request of this deployment)
         _install_log_redaction()
 
     async def open(self) -> None:
@@ -251,32 +270,49 @@ class SdkSession:
             self.sdk.file = path
             tar_path = os.path.join(staging, "deployment.tar.gz")
             config = self.sdk._into_deployment_config_and_tarball(tar_path)
-            managed = await guarded(f"registering deployment {name!r} with Vast", self.client.put_deployment(config))
+            managed = await self._register(config)
             self.managed = managed  # registered: from here on there is an endpoint to tear down
             uploaded = managed.needs_upload
             if uploaded:
                 await guarded(f"uploading deployment {name!r}", managed.upload(tar_path))
-            wg_id = managed.workergroup_id
+            # Vast's answer may leave out the workergroup (logs and rolling updates need it): look it up then
+            wg_id = managed.workergroup_id or await self.client.find_workergroup_for_endpoint(managed.endpoint_id)
             if managed.action == "soft_update":
-                wg_id = await guarded(f"starting the rolling update of deployment {name!r}", self._soft_update(managed))
+                wg_id = await guarded(f"starting the rolling update of deployment {name!r}", self._soft_update(wg_id))
             self.sdk._inner = _FullDeployment("deployment", managed)
             return DeployResult(managed.id, managed.endpoint_id, managed.action or "", uploaded, wg_id, config.file_hash)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
-    async def _soft_update(self, managed: Any) -> int | None:
-        wg_id = managed.workergroup_id or await self.client.find_workergroup_for_endpoint(managed.endpoint_id)
+    async def _register(self, config: Any) -> Any:
+        """``PUT deployments/``; a refused API key is said in plain words (it is the first request that needs it)."""
+        name = self.sdk.name
+        try:
+            return await guarded(f"registering deployment {name!r} with Vast", self.client.put_deployment(config))
+        except VastApiError as exc:
+            status = re.search(r"HTTP (\d{3})", str(exc))
+            if status is None or status.group(1) not in ("401", "403"):
+                raise
+            err = VastApiError(
+                f"Vast refused the API key while registering deployment {name!r} (HTTP {status.group(1)}); nothing "
+                "was deployed. Check the key at https://cloud.vast.ai/manage-keys/ (it may be mistyped, revoked or "
+                "lack serverless permissions) and pass api_key=..., set VAST_API_KEY, or run `vastai set api-key KEY`.")
+        raise err
+
+    async def _soft_update(self, wg_id: Any) -> int | None:
         if wg_id:
             await self.client.update_workers(wg_id)
         return int(wg_id) if wg_id else None
 
     async def routing_endpoint(self) -> Any:
-        """The endpoint object calls are routed through (its data carries the endpoint's own key)."""
+        """The endpoint object calls are routed through (its data carries the endpoint's own key).
+
+        It retries ``/route/``'s transient failures and remembers what ``/route/`` said last (:mod:`._route`)."""
         if self.endpoint is None:
-            from vastai.serverless.client.endpoint import Endpoint
+            from ._route import RoutingEndpoint
 
             data = await self.endpoint_data()
-            self.endpoint = Endpoint(client=self.client, data=data)
+            self.endpoint = RoutingEndpoint(client=self.client, data=data, route=self.route)
         return self.endpoint
 
     # ------------------------------------------------------------------ status
@@ -286,22 +322,46 @@ class SdkSession:
         register_secret(data.api_key)
         return data
 
-    async def workers(self) -> list[tuple[Any, dict[str, Any]]]:
-        """``(Worker, raw row)`` pairs; the raw row keeps fields ``Worker`` drops (price, GPU)."""
+    async def workers(self) -> list[dict[str, Any]] | None:
+        """The raw worker rows of ``/get_endpoint_workers/``; None when Vast says nothing about them yet.
+
+        Both documented shapes are accepted: a list of rows (what the SDK reads) and ``{"workers": [...]}`` (the
+        OpenAPI file); ``{"error_msg": ...}`` means "not ready for query" (None, not an empty list, so no worker is
+        taken for gone); a plain-string answer is the documented error."""
         from vastai.serverless.client.connection import _make_request
-        from vastai.serverless.client.worker import Worker
 
         endpoint_id = self.managed.endpoint_id
-        result = await guarded(f"listing the workers of endpoint {endpoint_id}", _make_request(
+        what = f"listing the workers of endpoint {endpoint_id}"
+        result = await guarded(what, _make_request(
             client=self.client, url=self.autoscaler_url, route="/get_endpoint_workers/", api_key=self.api_key,
-            body={"id": endpoint_id, "api_key": self.api_key}, method="POST", timeout=15, retries=1))
+            body={"id": endpoint_id, "api_key": self.api_key}, method="POST", timeout=15, retries=1,
+            allow_non_json=True))
         if not result.get("ok"):
-            raise VastApiError(redact(f"listing the workers of endpoint {endpoint_id} failed: HTTP "
-                                      f"{result.get('status')} {result.get('text', '')[:300]}"))
-        rows = result.get("json")
-        if isinstance(rows, dict):  # "endpoint may not be ready for query" (as the SDK treats it)
-            return []
-        return [(Worker.from_dict(r), r) for r in rows or [] if isinstance(r, dict) and r.get("id") is not None]
+            raise VastApiError(redact(f"{what} failed: HTTP {result.get('status')} {result.get('text', '')[:300]}"))
+        data = result.get("json") if result.get("json") is not None else result.get("content")
+        if isinstance(data, dict) and isinstance(data.get("workers"), list):
+            data = data["workers"]
+        if isinstance(data, list):
+            return [row for row in data if isinstance(row, dict)]
+        if isinstance(data, dict):  # "endpoint may not be ready for query" (as the SDK treats it)
+            return None
+        text = data.decode(errors="replace") if isinstance(data, bytes) else str(data)
+        raise VastApiError(redact(f"{what} failed: Vast answered {text.strip()[:300]!r}"))
+
+    async def endpoint_exists(self) -> bool:
+        """Whether Vast still lists this deployment's endpoint (raises when it cannot tell)."""
+        from vastai.serverless.client.connection import _make_request
+
+        endpoint_id = self.managed.endpoint_id
+        result = await guarded(f"checking endpoint {endpoint_id}", _make_request(
+            client=self.client, url=self.webserver_url, route=f"/api/v0/endptjobs/{endpoint_id}/",
+            api_key=self.api_key, method="GET", timeout=15, retries=2))
+        if result.get("status") == 404:
+            return False
+        if result.get("ok"):
+            return True
+        raise VastApiError(redact(f"checking endpoint {endpoint_id} failed: HTTP {result.get('status')} "
+                                  f"{result.get('text', '')[:300]}"))
 
     async def heartbeat(self) -> None:
         """POST the deployment's ttl heartbeat (the SDK's route; its own helper has no timeout)."""
@@ -370,90 +430,3 @@ def _sdk_image(image: ImageSpec, copies: list[tuple[str, str]]) -> Any:
     out._copies = list(image.copies) + list(copies)
     out._ports = set(image.ports)
     return out
-
-
-# =========================================================================== offers
-
-
-@dataclass(frozen=True)
-class OffersSummary:
-    """What the GPU picker shows for a requirement: how many offers match and the cheapest."""
-
-    count: int
-    cheapest_price: float | None  # $/hour, dph_total
-    cheapest_gpu: str | None
-    query: str  # the query string sent (unparse_query)
-    limit: int
-
-    @property
-    def more(self) -> bool:
-        """True when the search hit its limit, so ``count`` is a lower bound."""
-        return self.count >= self.limit
-
-
-def find_offers(query: Any, *, api_key: str | None = None, webserver_url: str | None = None,
-                storage: float | None = None, limit: int = 256, timeout: float = 30.0) -> list[Any]:
-    """The SDK's ``Offer`` objects matching ``query`` (a vastnb Query), cheapest first, via ``AsyncClient.search``.
-
-    Vast's search defaults (verified, rentable, not rented) are added where the
-    query says nothing about them. The search runs on a short-lived private event
-    loop (safe inside Jupyter) and ends after ``timeout`` seconds; the SDK's
-    synchronous ``SyncClient.search`` has no timeout at all.
-    """
-    from ..._aio import LoopThread
-
-    key = resolve_api_key(api_key)
-    vast_query = _with_defaults(query)
-    thread = LoopThread("vastnb-offers")
-    err: VastApiError | None = None
-    try:
-        return thread.run(_search(key, webserver_url or DEFAULT_WEBSERVER, vast_query, storage, limit, timeout),
-                          timeout + 5)
-    except VastApiError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - e.g. the thread's timeout
-        err = VastApiError(redact(f"searching offers for {vast_query.unparse_query()!r} failed: {_describe(exc)}"))
-    finally:
-        thread.stop()
-    raise err
-
-
-def _with_defaults(query: Any) -> Any:
-    """Vast's search defaults first (as a search sends them), then ``query``, which wins where both speak."""
-    from ...query import Query
-
-    out = Query.search_defaults()
-    for column, ops in query.query.items():
-        out.query[column] = dict(ops)
-    return out
-
-
-async def _search(key: str, url: str, query: Any, storage: float | None, limit: int, timeout: float) -> list[Any]:
-    from vastai.async_.client import AsyncClient
-
-    client = AsyncClient(key, vast_server=url)
-    if not url.startswith("https"):
-        client._ssl_context = ssl.create_default_context()
-    try:
-        found = await guarded(f"searching offers for {query.unparse_query()!r}", asyncio.wait_for(client.search(
-            query.to_vast(), order=[["dph_total", "asc"]], limit=limit, allocated_storage=storage), timeout))
-    finally:
-        await client.close(force=True)
-    return [o._data for o in found]
-
-
-def search_offers(query: Any, *, api_key: str | None = None, webserver_url: str | None = None,
-                  storage: float | None = None, limit: int = 256) -> OffersSummary:
-    """How many offers match ``query`` and the cheapest (for the GPU picker and ``%vast_gpus``)."""
-    offers = find_offers(query, api_key=api_key, webserver_url=webserver_url, storage=storage, limit=limit)
-    prices = [(o.dph_total, o.gpu_name) for o in offers if o.dph_total is not None]
-    cheapest = min(prices, default=(None, None), key=lambda p: p[0])
-    return OffersSummary(count=len(offers), cheapest_price=cheapest[0], cheapest_gpu=cheapest[1],
-                         query=_with_defaults(query).unparse_query(), limit=limit)
-
-
-def offers_provider(*, api_key: str | None = None, webserver_url: str | None = None,
-                    limit: int = 256) -> Callable[[Any], list[Any]]:
-    """A ``GpuPicker(offers=...)`` provider: query -> the SDK's offers (the key is resolved now, once)."""
-    key = resolve_api_key(api_key)
-    return lambda query: find_offers(query, api_key=key, webserver_url=webserver_url, limit=limit)
