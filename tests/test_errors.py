@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any, Callable, Iterator
+import errno
+import sys
+from typing import Any, Iterator
 
 import pytest
 
@@ -107,61 +109,65 @@ def test_get_context_in_the_notebook_is_a_not_implemented_error_as_in_the_sdk():
 
 
 # ----------------------------------------------------------------------------- remote exceptions, every constructor shape
-def _exception_shapes() -> tuple[dict[str, type], Callable[[str], BaseException]]:
-    """Exception classes the way a notebook defines them (classes local to a function travel by value, as a cell's
-    do), and what raises each. Python rebuilds an exception with ``cls(*exc.args)``, which is wrong for every
-    class here whose ``__init__`` does not take its own ``args`` back."""
-    import errno
+# Exception classes the way a notebook defines them: at the top level of a module that travels by value, as a
+# cell's does (the fixture registers this module by value), and what raises each. Python rebuilds an exception with
+# ``cls(*exc.args)``, which is wrong for every class here whose ``__init__`` does not take its own ``args`` back.
 
-    class AppError(Exception):  # positional, the message built from it
-        def __init__(self, code):
-            super().__init__(f"code {code}: bad")
-            self.code = code
 
-    class Refused(Exception):  # keyword-only
-        def __init__(self, *, user, reason="no quota"):
-            super().__init__(f"{user} refused: {reason}")
-            self.user = user
+class AppError(Exception):  # positional, the message built from it
+    def __init__(self, code):
+        super().__init__(f"code {code}: bad")
+        self.code = code
 
-    class Joined(Exception):  # a message from *args
-        def __init__(self, *parts):
-            super().__init__(" / ".join(parts))
-            self.parts = parts
 
-    class Reduced(Exception):  # its own __reduce__: kept
-        def __init__(self, code, detail):
-            super().__init__(f"reduced {code}")
-            self.code, self.detail = code, detail
+class Refused(Exception):  # keyword-only
+    def __init__(self, *, user, reason="no quota"):
+        super().__init__(f"{user} refused: {reason}")
+        self.user = user
 
-        def __reduce__(self):
-            return (type(self), (self.code, self.detail))
 
-    class Coded(Exception):  # __str__ override, no super().__init__()
-        def __init__(self, code):
-            self.code = code
+class Joined(Exception):  # a message from *args
+    def __init__(self, *parts):
+        super().__init__(" / ".join(parts))
+        self.parts = parts
 
-        def __str__(self):
-            return f"failed with code {self.code}"
 
-    class NoModel(FileNotFoundError):  # an OSError subclass: errno and filename come from its args
-        def __init__(self, name):
-            super().__init__(errno.ENOENT, "no such model", name)
-            self.model = name
+class Reduced(Exception):  # its own __reduce__: kept
+    def __init__(self, code, detail):
+        super().__init__(f"reduced {code}")
+        self.code, self.detail = code, detail
 
-    classes = {c.__name__: c for c in (AppError, Refused, Joined, Reduced, Coded, NoModel)}
+    def __reduce__(self):
+        return (type(self), (self.code, self.detail))
 
-    def make(kind: str) -> BaseException:
-        return {
-            "AppError": lambda: AppError(7),
-            "Refused": lambda: Refused(user="ana"),
-            "Joined": lambda: Joined("disk", "full"),
-            "Reduced": lambda: Reduced(3, "the detail"),
-            "Coded": lambda: Coded(9),
-            "NoModel": lambda: NoModel("llama-7b"),
-            "ValueError": lambda: ValueError("a plain one"),
-        }[kind]()
 
-    return classes, make
+class Coded(Exception):  # __str__ override, no super().__init__()
+    def __init__(self, code):
+        self.code = code
+
+    def __str__(self):
+        return f"failed with code {self.code}"
+
+
+class NoModel(FileNotFoundError):  # an OSError subclass: errno and filename come from its args
+    def __init__(self, name):
+        super().__init__(errno.ENOENT, "no such model", name)
+        self.model = name
+
+
+CLASSES = {c.__name__: c for c in (AppError, Refused, Joined, Reduced, Coded, NoModel)}
+
+
+def make(kind: str) -> BaseException:
+    return {
+        "AppError": lambda: AppError(7),
+        "Refused": lambda: Refused(user="ana"),
+        "Joined": lambda: Joined("disk", "full"),
+        "Reduced": lambda: Reduced(3, "the detail"),
+        "Coded": lambda: Coded(9),
+        "NoModel": lambda: NoModel("llama-7b"),
+        "ValueError": lambda: ValueError("a plain one"),
+    }[kind]()
 
 
 # kind -> (str(exc), exc.args, the attributes the notebook sees)
@@ -180,8 +186,11 @@ SHAPES: dict[str, tuple[str, tuple[Any, ...], dict[str, Any]]] = {
 def raiser(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A deployment with ``fail(kind)`` on the local backend, or on the official-wire path: the Vast backend through
     the official SDK to a stand-in for Vast's control plane, and the official worker runtime on loopback."""
-    classes, make = _exception_shapes()
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # as a notebook's cells travel
     with contextlib.ExitStack() as stack:
+        stack.callback(cloudpickle.unregister_pickle_by_value, sys.modules[__name__])
         name = f"errors-{request.param}"
         if request.param == "local":
             app = vastnb.Deployment(name)
@@ -207,7 +216,7 @@ def raiser(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
             raise make(kind)
 
         app.ensure_ready(progress=False)
-        yield {"fail": fail, "classes": classes, "backend": request.param}
+        yield {"fail": fail, "classes": CLASSES, "backend": request.param}
 
 
 @pytest.mark.parametrize("kind", sorted(SHAPES))

@@ -361,6 +361,11 @@ def test_no_matching_offers_is_said_when_the_wait_ends(standin: VastStandIn, lau
 def test_names_vast_refuses_are_refused_before_anything_is_sent(name: str, tag: str, message: str) -> None:
     app = vastnb.Deployment(name, tag=tag, backend=VastBackend(api_key="unused-key-for-names"))
     app.image(IMAGE, storage=16)
+
+    @app.remote(benchmark_dataset=[{}])
+    async def f():  # type: ignore[no-untyped-def]
+        return 1
+
     with pytest.raises(ConfigurationError) as info:
         app.ensure_ready()
     assert str(info.value) == message

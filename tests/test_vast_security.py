@@ -204,7 +204,7 @@ def test_a_malicious_host_runs_nothing_in_the_notebook(standin: VastStandIn, tmp
     app = vastnb.Deployment("evil", backend=VastBackend(**standin.backend_options()))
     app.image(IMAGE, storage=16)
 
-    @app.remote(timeout=30)
+    @app.remote(timeout=30, benchmark_dataset=[{}])
     async def f():  # type: ignore[no-untyped-def]
         return 1
 
@@ -221,7 +221,7 @@ def test_a_malicious_host_runs_nothing_in_the_notebook(standin: VastStandIn, tmp
         trusting = vastnb.Deployment("evil", backend=VastBackend(**standin.backend_options(trust_hosts=True)))
         trusting.image(IMAGE, storage=16)
 
-        @trusting.remote(timeout=30)
+        @trusting.remote(timeout=30, benchmark_dataset=[{}])
         async def g():  # type: ignore[no-untyped-def]
             return 1
 

@@ -151,8 +151,8 @@ def follow_ready(app: Deployment, fut: "concurrent.futures.Future[None]", want: 
             finished = True
             if ready and len(seen) < want:  # ready by the runtime's count; some events may still be on their way
                 bar.update(want - len(seen))
-            if ready:
-                bar.set_postfix("")
+            if ready:  # the workers still starting are no news now; what Vast's /route/ said last still is
+                bar.set_postfix(route_said)
         bar.close(failed=not ready)
 
     return finish

@@ -18,7 +18,9 @@ away) on the user's laptop. So replies from Vast workers are loaded by
   notebook's own copies, looked up, never imported, and never rebuilt from code
   the host sent;
 * exception classes of modules the notebook has already imported (never an
-  import triggered by the reply), built from their arguments as pickle does.
+  import triggered by the reply), built from their arguments as pickle does,
+  or through vastnb's exception rebuilder (its class checked to be one of the
+  exception classes above, its arguments a tuple and its state a dict).
 
 Anything else (a function, ``cloudpickle``'s code rebuilders, ``eval``,
 ``getattr``, a module never imported here) stops the load with
@@ -134,6 +136,20 @@ class _ExceptionOf:
             return exc
 
 
+def _rebuild_exception(cls: Any, args: Any, state: Any) -> BaseException:
+    """vastnb's exception rebuilder (:mod:`vastnb.wire._pickle`), with its arguments checked: the class must be
+    an exception class this loader already allowed, ``args`` a tuple and the state a dict of attributes."""
+    from ._pickle import _rebuild_exception as rebuild
+
+    if isinstance(cls, _ExceptionOf):
+        cls = cls.cls
+    if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+        raise _Refused("vastnb.wire._pickle", "_rebuild_exception", f"not an exception class: {cls!r}")
+    if not isinstance(args, tuple) or not (state is None or isinstance(state, dict)):
+        raise _Refused("vastnb.wire._pickle", "_rebuild_exception", "arguments that are not an exception's")
+    return rebuild(cls, args, state)
+
+
 def _allowed(module: str, name: str) -> Any:
     if module == "builtins":
         value = getattr(builtins, name, None)
@@ -154,6 +170,8 @@ def _allowed(module: str, name: str) -> Any:
         raise _Refused(module, name, "this NumPy has no such rebuilder")
     if (module, name) == ("vastnb.wire._pickle", "_rebuild_tensor"):
         return _rebuild_tensor
+    if (module, name) == ("vastnb.wire._pickle", "_rebuild_exception"):
+        return _rebuild_exception
     if (module, name) == ("vastnb.wire._restricted", "notebook_class"):
         return notebook_class
     if module == "torch" and "torch" in sys.modules:
