@@ -99,7 +99,7 @@ _NOTEBOOK = textwrap.dedent("""
     print("PIDS", os.getpid(), *[w.pid for w in app.snapshot().workers], flush=True)
     if sys.argv[2] == "sigkill":
         time.sleep(3600)  # killed here
-    # else: the interpreter exits without app.shutdown()
+    sys.stdin.readline()  # the test has counted the segments: the interpreter exits without app.shutdown()
 """)
 
 
@@ -108,18 +108,21 @@ def test_notebook_that_dies_or_exits_without_shutdown_leaves_no_segment(tmp_path
     script = tmp_path / "notebook.py"
     script.write_text(_NOTEBOOK)
     proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "started"), how], stdout=subprocess.PIPE,
-                            text=True, cwd=os.getcwd())
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    while line and not line.startswith("PIDS"):
+                            stdin=subprocess.PIPE, text=True, cwd=os.getcwd())
+    assert proc.stdout is not None and proc.stdin is not None
+    with proc.stdout, proc.stdin:
         line = proc.stdout.readline()
-    pids = [int(p) for p in line.split()[1:]]
-    assert len(pids) == 2
-    assert len(segment_files(pids)) >= 4  # requests the blocked worker never mapped
-    if how == "sigkill":
-        proc.send_signal(signal.SIGKILL)
-    assert proc.wait(60) == (-signal.SIGKILL if how == "sigkill" else 0)
-    proc.stdout.close()
+        while line and not line.startswith("PIDS"):
+            line = proc.stdout.readline()
+        pids = [int(p) for p in line.split()[1:]]
+        assert len(pids) == 2
+        assert len(segment_files(pids)) >= 4  # requests the blocked worker never mapped
+        if how == "sigkill":
+            proc.send_signal(signal.SIGKILL)
+        else:
+            proc.stdin.write("exit\n")
+            proc.stdin.flush()
+        assert proc.wait(60) == (-signal.SIGKILL if how == "sigkill" else 0)
     assert wait_for(lambda: not any(pid_alive(p) for p in pids), timeout=60)
     assert segment_files(pids) == []
 

@@ -77,8 +77,21 @@ class Backend(Protocol):
     def submit(self, request: CallRequest) -> "concurrent.futures.Future[Any]":
         """Queue one call; the future holds its result or its (remote) exception."""
 
+    def call_direct(self, request: CallRequest) -> tuple[bool, Any]:
+        """Run a blocking call at once from the calling thread if the backend can (``(True, result)``, its
+        exception raised), else ``(False, None)``: then it is submitted as usual."""
+
+    async def call_direct_async(self, request: CallRequest) -> tuple[bool, Any]:
+        """:meth:`call_direct` for ``await fn(x)``, on the caller's event loop."""
+
+    def submit_many(self, requests: Sequence[CallRequest]) -> "list[concurrent.futures.Future[Any]]":
+        """Queue calls together (a map), in order; one future per request."""
+
     def cancel(self, future: "concurrent.futures.Future[Any]") -> None:
         """Cancel a submitted call, on its worker too when it already runs there."""
+
+    def cancel_many(self, futures: "Sequence[concurrent.futures.Future[Any]]") -> None:
+        """Cancel submitted calls together (what a failed or interrupted map has not finished)."""
 
     def run_cell(self, cell: CellRequest, workers: Sequence[str] | None,
                  sink_for: Callable[[str], OutputSink | None]) -> "concurrent.futures.Future[dict[str, Any]]":

@@ -417,16 +417,27 @@ class Deployment(SdkClients):
             assert self._spec is not None
             return self._spec.functions[name]
 
-    def _submit(self, request: CallRequest) -> "concurrent.futures.Future[Any]":
-        if self._state == DeploymentState.SHUT_DOWN:
-            fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+    def _submit_many(self, requests: "list[CallRequest]") -> "list[concurrent.futures.Future[Any]]":
+        if self._state != DeploymentState.SHUT_DOWN:
+            return self._backend.submit_many(requests)
+        futures: list[concurrent.futures.Future[Any]] = [concurrent.futures.Future() for _ in requests]
+        for fut in futures:
             fut.set_exception(DeploymentShutDown(f"deployment {self.name!r} is shut down."))
-            return fut
-        return self._backend.submit(request)
+        return futures
 
-    def _cancel(self, future: "concurrent.futures.Future[Any]") -> None:
+    def _call_direct(self, request: CallRequest) -> tuple[bool, Any]:
+        return self._backend.call_direct(request) if self._state == DeploymentState.RUNNING else (False, None)
+
+    async def _call_direct_async(self, request: CallRequest) -> tuple[bool, Any]:
+        if self._state != DeploymentState.RUNNING:
+            return False, None
+        return await self._backend.call_direct_async(request)
+
+    def _cancel_many(self, futures: "list[concurrent.futures.Future[Any]]") -> None:
+        """Cancel calls (on their workers too); those already resolved are left alone, those cancelled by
+        their caller (``future.cancel()``) leave the queue."""
         if self._state == DeploymentState.RUNNING:
-            self._backend.cancel(future)
+            self._backend.cancel_many([f for f in futures if not f.done() or f.cancelled()])
 
     def _on_image_change(self, what: str) -> str | None:
         self._stale = True

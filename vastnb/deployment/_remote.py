@@ -29,7 +29,7 @@ from ..spec import (
     FunctionSpec,
     workload_of,
 )
-from ..wire import Payload, dumps_payload
+from ..wire import Payload, dumps_payload, dumps_small
 from ..wire.messages import CallFunction
 from ._relay import OutputRelay, write_output
 from ._views import progress as progress_bar
@@ -144,6 +144,11 @@ class RemoteFunction:
         self.options = options
         self.__signature__ = inspect.signature(fn)
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        params = list(self.__signature__.parameters.values())
+        # a signature of plain parameters binds without inspect (what a map's many calls need); others bind by it
+        self._plain_names = tuple(p.name for p in params) if all(
+            p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params) else None
+        self._required = sum(1 for p in params if p.default is inspect.Parameter.empty)
 
     @property
     def name(self) -> str:
@@ -159,18 +164,34 @@ class RemoteFunction:
         return (unwrap, (self._fn,))
 
     # ------------------------------------------------------------------ preparing a call
-    def _prepare(self, args: tuple, kwargs: dict) -> "Prepared":
-        __tracebackhide__ = True
+    def _bind(self, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        """``(args, kwargs)`` as ``inspect.Signature.bind`` normalizes them (parameters given by name in order
+        after the positional ones become positional); its TypeError when they do not fit."""
+        names = self._plain_names
+        if names is not None and len(args) <= len(names) and not kwargs.keys() & set(names[:len(args)]):
+            pos, rest = list(args), dict(kwargs)
+            for name in names[len(args):]:
+                if name not in rest:
+                    break
+                pos.append(rest.pop(name))
+            if all(name in names for name in rest) and all(
+                    i < len(pos) or names[i] in rest for i in range(self._required)):
+                return tuple(pos), rest
         try:
             bound = self.__signature__.bind(*args, **kwargs)
         except TypeError as exc:
             raise TypeError(f"{self.name}{self.__signature__}: {exc}") from None
-        spec = self._app._function_spec(self.name)
-        msg = CallFunction(spec.hash, tuple(bound.args), dict(bound.kwargs))
+        return tuple(bound.args), dict(bound.kwargs)
+
+    def _prepare(self, args: tuple, kwargs: dict, spec: FunctionSpec | None = None) -> "Prepared":
+        __tracebackhide__ = True
+        args, kwargs = self._bind(args, kwargs)
+        spec = spec or self._app._function_spec(self.name)
+        msg = CallFunction(spec.hash, args, kwargs)
         try:
-            payload = dumps_payload(msg, f"the arguments of {self.name}()")
+            payload = dumps_small(msg, f"the arguments of {self.name}()")
         except SerializationError:
-            for pname, value in bound.arguments.items():
+            for pname, value in self.__signature__.bind(*args, **kwargs).arguments.items():
                 try:
                     dumps_payload(value)
                 except SerializationError as exc:
@@ -180,7 +201,15 @@ class RemoteFunction:
                         "or create the object on the worker (in a context's __aenter__)."
                     ) from None
             raise
-        return spec, payload, workload_of(self.options.workload_calculator, tuple(bound.args), bound.kwargs)
+        return spec, payload, workload_of(self.options.workload_calculator, args, kwargs)
+
+    def _prepare_all(self, inputs: Iterable[Any]) -> "list[Prepared]":
+        __tracebackhide__ = True
+        items = list(inputs)
+        if not items:
+            return []
+        spec = self._app._function_spec(self.name)
+        return [self._prepare(*_as_args(item), spec=spec) for item in items]
 
     # ------------------------------------------------------------------ ways to call
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -190,6 +219,9 @@ class RemoteFunction:
 
     async def _acall(self, prepared: "Prepared") -> Any:
         __tracebackhide__ = True
+        done, value = await self._app._call_direct_async(CallRequest(*prepared, write_output, "call"))
+        if done:
+            return value
         loop = asyncio.get_running_loop()
         ctx = contextvars.copy_context()  # output is written in the calling cell's context
         waiter: asyncio.Future[Any] = loop.create_future()
@@ -198,14 +230,14 @@ class RemoteFunction:
             loop.call_soon_threadsafe(write_output, stream, text, context=ctx)
 
         spec, payload, workload = prepared
-        future = self._app._submit(CallRequest(spec, payload, workload, sink))
+        (future,) = self._app._submit_many([CallRequest(spec, payload, workload, sink)])
         # scheduled after any output callbacks of the same call, so output comes first
         future.add_done_callback(lambda f: loop.call_soon_threadsafe(_settle, waiter, f))
         try:
             return await waiter
         except asyncio.CancelledError:
             if not future.done():
-                self._app._cancel(future)
+                self._app._cancel_many([future])
             raise
 
     def submit(self, *args: Any, **kwargs: Any) -> "concurrent.futures.Future[Any]":
@@ -214,14 +246,18 @@ class RemoteFunction:
         Submitted calls queue like a :meth:`map`'s (no ``max_queue_time`` refusal: you chose to queue them);
         ``future.cancel()`` cancels the call on its worker too. Remote ``print`` output is not shown."""
         spec, payload, workload = self._prepare(args, kwargs)
-        future = self._app._submit(CallRequest(spec, payload, workload, None, "map"))
-        future.add_done_callback(lambda f: self._app._cancel(f) if f.cancelled() else None)
+        (future,) = self._app._submit_many([CallRequest(spec, payload, workload, None, "map")])
+        future.add_done_callback(lambda f: self._app._cancel_many([f]) if f.cancelled() else None)
         return future
 
     def call(self, *args: Any, **kwargs: Any) -> Any:
         """Run on a worker and block until the result is back (works inside a running event loop)."""
         __tracebackhide__ = True
-        return _wait_all(self._app, [self._prepare(args, kwargs)], self.name, progress=None)[0]
+        prepared = self._prepare(args, kwargs)
+        done, value = self._app._call_direct(CallRequest(*prepared, write_output, "call"))
+        if done:
+            return value
+        return _wait_all(self._app, [prepared], self.name, progress=None)[0]
 
     def map(self, inputs: Iterable[Any], *, return_exceptions: bool = False, progress: bool | None = None) -> list[Any]:
         """Call once per input, spread over the workers; results in input order.
@@ -232,23 +268,22 @@ class RemoteFunction:
         place instead of raised.
         """
         __tracebackhide__ = True
-        prepared = [self._prepare(*_as_args(item)) for item in inputs]
+        prepared = self._prepare_all(inputs)
         return _wait_all(self._app, prepared, self.name, progress=progress, return_exceptions=return_exceptions)
 
     async def amap(self, inputs: Iterable[Any], *, return_exceptions: bool = False) -> list[Any]:
         """Like :meth:`map`, awaited."""
-        prepared = [self._prepare(*_as_args(item)) for item in inputs]
+        prepared = self._prepare_all(inputs)
         loop = asyncio.get_running_loop()
 
         def sink(stream: str, text: str) -> None:
             loop.call_soon_threadsafe(write_output, stream, text)
 
-        futures = [self._app._submit(CallRequest(spec, p, w, sink, "map")) for spec, p, w in prepared]
+        futures = self._app._submit_many([CallRequest(spec, p, w, sink, "map") for spec, p, w in prepared])
         try:
             results = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures), return_exceptions=return_exceptions)
         except asyncio.CancelledError:
-            for f in futures:
-                self._app._cancel(f)
+            self._app._cancel_many(futures)
             raise
         return list(results)
 
@@ -279,33 +314,28 @@ def _wait_all(app: "Deployment", prepared: "list[Prepared]", name: str, *,
     relay = OutputRelay()
     sink = relay.sink()
     kind: Literal["call", "map"] = "map" if len(prepared) > 1 or progress is not None else "call"
-    futures: list[concurrent.futures.Future[Any]] = []
-    for spec, payload, workload in prepared:
-        fut = app._submit(CallRequest(spec, payload, workload, sink, kind))
-        relay.watch(fut)
-        futures.append(fut)
+    futures = app._submit_many([CallRequest(spec, payload, workload, sink, kind) for spec, payload, workload in prepared])
+    relay.watch_many(futures, wake_on_error=not return_exceptions)
     bar = progress_bar(len(futures), f"{name}.map") if (progress or (progress is None and len(futures) > 1)) else None
-    done = 0
+    shown = 0
     try:
-        while done < len(futures):
-            event = relay.next()
-            assert event is not None
-            what, _key, a, b = event
-            if what == "out":
-                write_output(a, b)
+        while True:
+            event = relay.next(timeout=0.1 if bar is not None else None)
+            if event is not None and event[0] == "out":
+                write_output(event[2], event[3])
                 continue
-            done += 1
-            if bar is not None:
-                bar.update(1)
-            if not return_exceptions and not a.cancelled() and a.exception() is not None:
-                for f in futures:  # the first failure ends the map: cancel what has not run yet
-                    if not f.done():
-                        app._cancel(f)
-                raise a.exception()
+            if bar is not None and relay.resolved > shown:
+                bar.update(relay.resolved - shown)
+                shown = relay.resolved
+            if event is None:
+                continue
+            if event[0] == "failed":  # the first failure ends the map: cancel what has not run yet
+                app._cancel_many(futures)
+                raise event[2].exception()
+            if event[0] == "all done":
+                break
     except KeyboardInterrupt:
-        for f in futures:
-            if not f.done():
-                app._cancel(f)
+        app._cancel_many(futures)
         raise
     finally:
         if bar is not None:

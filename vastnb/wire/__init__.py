@@ -38,7 +38,10 @@ from __future__ import annotations
 
 from ._errors import RemoteTraceback, build_remote_exception, format_remote_error
 from ._frames import (
+    HANDSHAKE_DIRECT,
     HANDSHAKE_MAGIC,
+    HEADER,
+    KIND_MSG,
     SHM_POOL_BYTES,
     SHM_THRESHOLD,
     Connection,
@@ -56,26 +59,32 @@ from ._pickle import (
     loads_payload,
     pickle_roundtrip,
 )
+from ._fast import dumps_small, payload_bytes
 from ._restricted import UntrustedReply, dumps_reply, loads_untrusted
 
 __all__ = [
-    "HANDSHAKE_MAGIC",
-    "SHM_POOL_BYTES",
-    "SHM_THRESHOLD",
     "Connection",
+    "HANDSHAKE_DIRECT",
+    "HANDSHAKE_MAGIC",
+    "HEADER",
+    "KIND_MSG",
     "Payload",
     "PayloadError",
     "ProtocolError",
     "RemoteTraceback",
+    "SHM_POOL_BYTES",
+    "SHM_THRESHOLD",
     "UntrustedReply",
     "build_remote_exception",
     "check_picklable",
     "dumps_code",
     "dumps_payload",
     "dumps_reply",
+    "dumps_small",
     "format_remote_error",
     "loads_payload",
     "loads_untrusted",
+    "payload_bytes",
     "pickle_roundtrip",
     "segment_files",
     "sweep_segments",

@@ -15,7 +15,10 @@ from typing import Any, Callable
 from ._pickle import Payload, ProtocolError, _load_view, dumps_payload
 
 __all__ = [
+    "HANDSHAKE_DIRECT",
     "HANDSHAKE_MAGIC",
+    "HEADER",
+    "KIND_MSG",
     "SHM_POOL_BYTES",
     "SHM_THRESHOLD",
     "Connection",
@@ -27,6 +30,7 @@ __all__ = [
 ]
 
 HANDSHAKE_MAGIC = b"VNB1"
+HANDSHAKE_DIRECT = b"VNB0"  # the same, for a connection that carries everything inline (no shared memory)
 SECRET_BYTES = 32
 HANDSHAKE_LEN = len(HANDSHAKE_MAGIC) + SECRET_BYTES
 HEADER = struct.Struct("<BBHIQ")  # kind, flags, reserved, request id, body length
@@ -304,6 +308,14 @@ class Connection:
         self._pool = _SegmentPool(on_drop=self._send_forget)
         self._peer = _PeerSegments()
         self.closed = False
+        # frames queued in one turn of the event loop go out in one write (one system call for a burst of calls
+        # or results, instead of one each); a lone frame still leaves at the end of the turn that sent it
+        self._out: list[bytes] = []
+        self._flush_handle: asyncio.Handle | None = None
+        try:
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
         sock = writer.get_extra_info("socket")
         if sock is not None:
             import socket
@@ -337,11 +349,11 @@ class Connection:
         except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError, OSError):
             await _close(writer)
             return None
-        if hello[:4] != HANDSHAKE_MAGIC or not hmac.compare_digest(hello[4:], secret):
+        if hello[:4] not in (HANDSHAKE_MAGIC, HANDSHAKE_DIRECT) or not hmac.compare_digest(hello[4:], secret):
             await _close(writer)
             return None
         writer.write(b"OK")
-        return cls(reader, writer)
+        return cls(reader, writer, use_shm=hello[:4] == HANDSHAKE_MAGIC)
 
     # -- sending
     def send(self, payload: Payload, req_id: int = 0) -> None:
@@ -354,19 +366,40 @@ class Connection:
             name = b"" if seg.announced else seg.name.encode()
             seg.announced = True
             desc = _SHM_DESC.pack(seg.id, seg.size, payload.size) + name
-            self.writer.write(HEADER.pack(KIND_MSG, FLAG_SHM, 0, req_id, len(desc)) + desc)
+            self._write(HEADER.pack(KIND_MSG, FLAG_SHM, 0, req_id, len(desc)) + desc)
             return
         head = HEADER.pack(KIND_MSG, 0, 0, req_id, payload.size) + payload.head()
         if payload.size < 64 * 1024:
-            self.writer.write(b"".join([head, *payload.chunks, *payload.buffers]))
+            self._write(b"".join([head, *payload.chunks, *payload.buffers]))
         else:
+            self._flush()
             self.writer.writelines([head, *payload.chunks, *(bytes(b) for b in payload.buffers)])
+
+    def _write(self, frame: bytes) -> None:
+        if self._loop is None:
+            self.writer.write(frame)
+            return
+        self._out.append(frame)
+        if self._flush_handle is None:
+            self._flush_handle = self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Write the frames queued so far, in order, in one write."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if not self._out:
+            return
+        out, self._out = self._out, []
+        if not self.writer.is_closing():
+            self.writer.write(out[0] if len(out) == 1 else b"".join(out))
 
     def send_message(self, message: Any, req_id: int = 0) -> None:
         """Pickle and queue one message (a :mod:`vastnb.wire.messages` dataclass)."""
         self.send(dumps_payload(message, "message"), req_id)
 
     async def drain(self) -> None:
+        self._flush()
         await self.writer.drain()
 
     # -- receiving
@@ -424,7 +457,7 @@ class Connection:
 
     def _write_control(self, kind: int, seg_id: int) -> None:
         if not self.closed and not self.writer.is_closing():
-            self.writer.write(HEADER.pack(kind, 0, 0, 0, 4) + struct.pack("<I", seg_id))
+            self._write(HEADER.pack(kind, 0, 0, 0, 4) + struct.pack("<I", seg_id))
 
     @property
     def shm_bytes(self) -> tuple[int, int]:
@@ -436,6 +469,7 @@ class Connection:
             return
         self.closed = True
         try:
+            self._flush()
             self.writer.close()
         except Exception:
             pass

@@ -38,6 +38,7 @@ __all__ = [
     "Ack",
     "BenchmarkRun",
     "Bye",
+    "CallBatch",
     "CallFunction",
     "Cancel",
     "EnterContexts",
@@ -51,6 +52,7 @@ __all__ = [
     "Pong",
     "Ready",
     "Result",
+    "ResultBatch",
     "RunBenchmark",
     "RunCell",
     "StartFailed",
@@ -122,6 +124,13 @@ class CallFunction(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class CallBatch(Message):
+    """Small calls for one worker sent together: ``(request id, the pickled CallFunction)`` each, in order."""
+
+    calls: tuple[tuple[int, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class RunCell(Message):
     source: str
     filename: str
@@ -186,6 +195,14 @@ class Result(Message):
     value: Any = None
     error: ErrorRecord | None = None
     cancelled: bool = False
+    stamps: tuple[float, ...] | None = None  # (received, started, finished) on the worker, with VASTNB_TRACE_CALLS=1
+
+
+@dataclass(frozen=True, slots=True)
+class ResultBatch(Message):
+    """Results of calls that finished together on a worker: ``(request id, Result)`` each, in order."""
+
+    results: tuple[tuple[int, Result], ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,14 +34,17 @@ from ..wire import (
     Connection,
     PayloadError,
     ProtocolError,
-    dumps_payload,
+    dumps_small,
     format_remote_error,
     sweep_segments,
     unlink_created_segments,
 )
 from ..wire import messages as m
+from ._batches import SerialBatch, run_serial, unpack
 from .core import WorkerCore, install_output_routing
 from .core import log_to_stderr as _log
+
+_TRACE = os.environ.get("VASTNB_TRACE_CALLS") == "1"  # stamp each call's hop times into its Result
 
 __all__ = ["main", "WorkerServer"]
 
@@ -81,6 +84,8 @@ class _Session:
         self.conn = conn
         self.tasks: dict[int, asyncio.Task] = {}
         self.serial = asyncio.Lock()  # serial functions run one at a time, in arrival order (the lock is FIFO)
+        self.queued: dict[int, SerialBatch] = {}  # calls of batches not answered yet -> their batch
+        self.batches: set[asyncio.Task] = set()
 
     def send(self, msg: m.Message, req_id: int = 0, what: str = "the result") -> None:
         if self.conn.closed:
@@ -89,7 +94,7 @@ class _Session:
             self.conn.send_message(msg, req_id)
             return
         try:  # a value that cannot be pickled fails its request as a SerializationError, as arguments do
-            payload = dumps_payload(msg, f"{what} on worker {self.core.worker_id}")
+            payload = dumps_small(msg, f"{what} on worker {self.core.worker_id}")
         except SerializationError as exc:
             self.conn.send_message(m.Result(ok=False, error=format_remote_error(exc)), req_id)
             return
@@ -117,21 +122,26 @@ class _Session:
             _log(f"dropping connection: {exc}")
         finally:
             self.conn.close()
-            for task in self.tasks.values():
+            for task in [*self.tasks.values(), *self.batches]:
                 task.cancel()
 
     # ------------------------------------------------------------------ dispatch
     def dispatch(self, req_id: int, msg: m.Message) -> None:
         if isinstance(msg, m.CallFunction):
+            received = time.perf_counter() if _TRACE else 0.0
             entry = self.core.functions.get(msg.fn)
             if entry is not None and entry.allow_parallel:
-                self._spawn(req_id, self._call(req_id, msg))
+                self._spawn(req_id, self._call(req_id, msg, received))
             else:
-                self._spawn(req_id, self._serial_call(req_id, msg))
+                self._spawn(req_id, self._serial_call(req_id, msg, received))
+        elif isinstance(msg, m.CallBatch):
+            self._call_batch(msg)
         elif isinstance(msg, m.Cancel):
             task = self.tasks.get(msg.target)
             if task is not None:
                 task.cancel()
+            elif msg.target in self.queued:
+                self.queued[msg.target].cancel(msg.target)
         elif isinstance(msg, m.Ping):
             self.send(self.server.stats(self), req_id)
         elif isinstance(msg, m.Install):
@@ -169,37 +179,69 @@ class _Session:
         if task.cancelled():  # cancelled before its first step (its Cancel came in the same read): it never answered
             self.send(m.Result(ok=False, cancelled=True), req_id)
 
-    async def _serial_call(self, req_id: int, msg: m.CallFunction) -> None:
+    async def _serial_call(self, req_id: int, msg: m.CallFunction, received: float = 0.0) -> None:
         try:
             await self.serial.acquire()
         except asyncio.CancelledError:
             self.send(m.Result(ok=False, cancelled=True), req_id)
             return
         try:
-            await self._call(req_id, msg)
+            await self._call(req_id, msg, received)
         finally:
             self.serial.release()
 
     # ------------------------------------------------------------------ handlers
-    async def _call(self, req_id: int, msg: m.CallFunction) -> None:
+    async def _call(self, req_id: int, msg: m.CallFunction, received: float = 0.0) -> None:
+        result = await self.run_one(req_id, msg, received)
+        entry = self.core.functions.get(msg.fn)
+        self.send(result, req_id, f"the result of {entry.name if entry else 'the function'}()")
+
+    async def run_one(self, req_id: int, msg: m.CallFunction, received: float = 0.0) -> m.Result:
+        """Run one call; its outcome as a Result (a cancelled call's too, unless the connection is gone)."""
         out = _Output(self, req_id)
         self.server.inflight += 1
+        started = time.perf_counter() if _TRACE else 0.0
         try:
             value = await self.core.call(msg.fn, msg.args, msg.kwargs, out.write)
         except asyncio.CancelledError:
             out.flush()
-            self.send(m.Result(ok=False, cancelled=True), req_id)
-            return
+            if self.conn.closed:
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()  # this call is cancelled; the task (a batch) may go on with the next
+            return m.Result(ok=False, cancelled=True)
         except BaseException as exc:  # noqa: BLE001 - every user error travels back
             out.flush()
-            self.reply_error(req_id, exc)
-            return
+            return m.Result(ok=False, error=format_remote_error(exc),
+                            stamps=(received, started, time.perf_counter()) if _TRACE else None)
         finally:
             self.server.inflight -= 1
             self.server.calls_done += 1
         out.flush()
-        entry = self.core.functions.get(msg.fn)
-        self.send(m.Result(ok=True, value=value), req_id, f"the result of {entry.name if entry else 'the function'}()")
+        return m.Result(ok=True, value=value, stamps=(received, started, time.perf_counter()) if _TRACE else None)
+
+    def _call_batch(self, batch: m.CallBatch) -> None:
+        received = time.perf_counter() if _TRACE else 0.0
+        serial = []
+        for req_id, call in unpack(self, batch):
+            entry = self.core.functions.get(call.fn)
+            if entry is not None and entry.allow_parallel:
+                self._spawn(req_id, self._call(req_id, call, received))
+            else:
+                serial.append((req_id, call))
+        if serial:
+            run = SerialBatch(serial, received)
+            for req_id, _ in serial:
+                self.queued[req_id] = run
+            run.task = asyncio.create_task(run_serial(self, run))
+            self.batches.add(run.task)
+            self.server.requests += 1
+            run.task.add_done_callback(self._batch_done)
+
+    def _batch_done(self, task: asyncio.Task) -> None:
+        self.batches.discard(task)
+        self.server.requests -= 1
 
     async def _enter(self, context: Any, failed: list[str]) -> float:
         try:

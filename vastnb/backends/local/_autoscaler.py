@@ -59,7 +59,8 @@ class Autoscaler:
             WorkerView(h.id, h.shown_state, h.perf_score, h.load, h.idle_since)
             for h in runtime.workers.values() if h.state.alive and not h.stopping
         )
-        waiting = now - runtime.pending[0].created if len(runtime.pending) else 0.0
+        head = runtime.pending.first()
+        waiting = now - head.created if head is not None else 0.0
         known = [h.perf_score for h in runtime.workers.values() if h.perf_score]
         return ScalingView(
             now=now, workers=workers, load=self.meter.rate(now), queue_time=waiting, queued=runtime.pending.load,

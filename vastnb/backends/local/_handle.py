@@ -13,10 +13,48 @@ from ...events import BUSY_WINDOW_S, WorkerSnapshot, WorkerState
 from ...spec import FunctionSpec
 from ...wire import Connection, Payload
 
-__all__ = ["Call", "WorkerHandle"]
+__all__ = ["BATCH_SECONDS", "Call", "GroupTimer", "RecentCount", "WorkerHandle"]
 
 
 Sink = Callable[[str, str], None]
+
+
+class GroupTimer:
+    """One timer for calls queued together with the same timeout (a map's): when it fires it expires those still
+    open, each as its own timer would have; it is cancelled when the last of them is done."""
+
+    __slots__ = ("handle", "open")
+
+    def __init__(self, handle: asyncio.TimerHandle, calls: int) -> None:
+        self.handle = handle
+        self.open = calls
+
+    def cancel(self) -> None:
+        self.open -= 1
+        if self.open <= 0:
+            self.handle.cancel()
+
+
+BATCH_SECONDS = 0.01  # the window of recent completions that sizes a worker's share of a map
+
+
+class RecentCount:
+    """How many calls a worker finished over the last BATCH_SECONDS (O(1) per call, amortized)."""
+
+    __slots__ = ("marks", "sum")
+
+    def __init__(self) -> None:
+        self.marks: collections.deque[tuple[float, int]] = collections.deque()
+        self.sum = 0
+
+    def add(self, now: float, count: int) -> None:
+        self.marks.append((now, count))
+        self.sum += count
+
+    def total(self, now: float) -> int:
+        while self.marks and self.marks[0][0] < now - BATCH_SECONDS:
+            self.sum -= self.marks.popleft()[1]
+        return self.sum
 
 
 @dataclass(eq=False)
@@ -29,9 +67,10 @@ class Call:
     sink: Sink | None = None
     attempts: int = 0
     worker: "WorkerHandle | None" = None
-    timer: asyncio.TimerHandle | None = None
+    timer: "asyncio.TimerHandle | GroupTimer | None" = None
     created: float = field(default_factory=time.monotonic)
     kind: str = "call"
+    stamps: "dict[str, float] | None" = None  # hop -> time.perf_counter(), with VASTNB_TRACE_CALLS=1
 
 
 @dataclass(eq=False)
@@ -43,6 +82,7 @@ class WorkerHandle:
     state: WorkerState = WorkerState.PROVISIONING
     process: asyncio.subprocess.Process | None = None
     conn: Connection | None = None
+    port: int | None = None  # where it serves on 127.0.0.1 (the direct path connects there too)
     perf_score: float | None = None
     inflight: dict[int, Call] = field(default_factory=dict)
     load: float = 0.0
@@ -76,6 +116,7 @@ class WorkerHandle:
     busy_spans: collections.deque = field(default_factory=lambda: collections.deque(maxlen=4096))
     serving_since: float | None = None  # monotonic time the worker became ready
     service_mark: float | None = None  # monotonic time its current call began taking the worker's time
+    recent_done: RecentCount = field(default_factory=RecentCount)  # calls finished lately (sizes its window)
 
     def mark_busy(self, now: float) -> None:
         """A call went to the worker (start of a busy span if it was idle)."""

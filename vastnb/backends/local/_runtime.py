@@ -34,10 +34,13 @@ from ...wire import messages as m
 from ...wire import sweep_segments
 from .._protocol import CallRequest, CellRequest, OutputSink
 from ._autoscaler import Autoscaler, ScalePolicy
+from ._direct import DirectPath
 from ._gpus import matching_gpus
 from ._handle import Call, WorkerHandle
 from ._machine import CPU_WORKER_CAP, ColdCap, check_cold_cap, cold_cap, cold_cap_notice, wait_dead
 from ._routing import CallQueue, Routing, ServiceTimes
+
+TRACE_ENV = "VASTNB_TRACE_CALLS"  # "1": record each call's hop times (benchmarks/call_overhead.py prints them)
 from ._workers import WorkerProcesses, close_pipes
 
 __all__ = ["LocalBackend"]
@@ -93,10 +96,14 @@ class LocalBackend(WorkerProcesses, Routing):
         self.secret = secrets.token_bytes(32)
         self.workers: dict[str, WorkerHandle] = {}
         self.pending = CallQueue()
+        self.live: dict[concurrent.futures.Future[Any], Call] = {}
+        self.traces = collections.deque(maxlen=100_000) if os.environ.get(TRACE_ENV) == "1" else None
         self.gpus: list[Any] = []
         self.env: dict[str, str] = {}
         self.cwd = os.getcwd()
         self._ids = itertools.count(1)
+        self.call_ids = self._ids
+        self.direct = DirectPath(self)
         self._worker_seq = itertools.count(1)
         self._thread: LoopThread | None = None
         self.state = "declared"
@@ -178,20 +185,6 @@ class LocalBackend(WorkerProcesses, Routing):
         """A future that resolves when ``min_ready`` workers serve, or fails when none can start."""
         return self._submit(self._wait_ready(min_ready))
 
-    def submit(self, request: CallRequest) -> "concurrent.futures.Future[Any]":
-        """Queue one call (thread-safe); the future fails at once when it cannot run (see ``_enqueue``)."""
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        call = Call(id=next(self._ids), fn=request.function, payload=request.payload, workload=request.workload,
-                    future=future, sink=request.sink, kind=request.kind)
-        if self.state == "shut down":
-            future.set_exception(self._shut_down_error())
-            return future
-        self._thread_call(self._enqueue, call)
-        return future
-
-    def cancel(self, future: "concurrent.futures.Future[Any]") -> None:
-        self._thread_call(self._cancel_future, future)
-
     def run_cell(self, cell: CellRequest, workers: Sequence[str] | None,
                  sink_for: Callable[[str], OutputSink | None]) -> "concurrent.futures.Future[dict[str, Any]]":
         """Run a ``%%vast_run`` cell on the given workers (None: one ready worker)."""
@@ -266,6 +259,7 @@ class LocalBackend(WorkerProcesses, Routing):
             raise NotSupportedByBackend(
                 "shutdown(keep_endpoint=True): the local backend's workers live in this kernel and cannot outlive it. "
                 "Call shutdown() without keep_endpoint.")
+        self.direct.close()
         if self._thread is None or self.state == "shut down":
             self.state = "shut down"
             return
@@ -350,6 +344,7 @@ class LocalBackend(WorkerProcesses, Routing):
     def _control_step(self) -> None:
         """Ask the policy, then apply its recommendation as returned: start ``start``, drain the workers in ``stop``."""
         assert self.policy is not None
+        self.direct.account()
         now = time.monotonic()
         self.shown_load, self.shown_queue_time = self.load_rate(LOAD_WINDOW_S), self.recent_queue_time()
         rec = self.policy(self, now)
@@ -373,7 +368,7 @@ class LocalBackend(WorkerProcesses, Routing):
                 self._launch()
         for worker_id in rec.stop:
             handle = self.workers.get(worker_id)
-            if handle is not None and handle.state.alive and not handle.stopping:
+            if handle is not None and handle.state.alive and not handle.stopping and handle.id not in self.direct.claimed:
                 asyncio.create_task(self._drain(handle))
         held, activated = set(rec.inactive), False
         for handle in alive:  # Vast's inactive cold workers: loaded, kept out of routing until the policy needs them
@@ -483,6 +478,7 @@ class LocalBackend(WorkerProcesses, Routing):
         for call in list(self.pending):
             self._fail(call, self._shut_down_error())
         self.pending.clear()
+        self.live.clear()
         handles = [h for h in self.workers.values() if h.state.alive]
         await asyncio.gather(*(self._drain(h, grace=timeout / 2) for h in handles), return_exceptions=True)
         for h in self.workers.values():

@@ -83,7 +83,9 @@ class WorkerProcesses:
         @property
         def loop(self) -> asyncio.AbstractEventLoop: ...
         def _dispatch(self) -> None: ...
-        def _finish_call(self, handle: WorkerHandle, call: Call, result: m.Result) -> None: ...
+        def _finish_call(self, handle: WorkerHandle, call: Call, result: m.Result, *, dispatch: bool = True,
+                         service: float | None = None) -> None: ...
+        def _finish_batch(self, handle: WorkerHandle, results: tuple[tuple[int, m.Result], ...]) -> None: ...
         def _lose_calls(self, handle: WorkerHandle, why: str) -> None: ...
         def _fail(self, call: Call, exc: BaseException) -> None: ...
         def _resolve_waiters(self) -> None: ...
@@ -171,6 +173,7 @@ class WorkerProcesses:
             raise RuntimeError(f"the worker process exited before serving (said {text!r})")
         port = int(text.split("=", 1)[1])
         handle.conn = await Connection.connect("127.0.0.1", port, self.secret)
+        handle.port = port
         handle.state = WorkerState.LOADING
         handle.heartbeat_at = time.monotonic()
         handle.tasks.append(asyncio.create_task(self._read(handle)))
@@ -240,6 +243,8 @@ class WorkerProcesses:
                 self._finish_call(handle, call, msg)
                 return
             self._answer(handle, req_id, msg)
+        elif isinstance(msg, m.ResultBatch):
+            self._finish_batch(handle, msg.results)
         elif isinstance(msg, m.Output):
             call = handle.inflight.get(req_id)
             sink = call.sink if call is not None else handle.sinks.get(req_id)

@@ -263,9 +263,22 @@ class VastBackend(Readiness, Teardown, Monitoring):
         self.arrival_log.append((time.monotonic(), request.workload))
         return self._submit(self._call(request.function, data, request.workload, request.sink, request.kind))
 
+    def call_direct(self, request: CallRequest) -> tuple[bool, Any]:
+        return False, None  # every call goes through Vast's /route/
+
+    async def call_direct_async(self, request: CallRequest) -> tuple[bool, Any]:
+        return False, None
+
+    def submit_many(self, requests: Sequence[CallRequest]) -> "list[concurrent.futures.Future[Any]]":
+        return [self.submit(request) for request in requests]
+
     def cancel(self, future: "concurrent.futures.Future[Any]") -> None:
         if self._thread is not None:
             self._thread.call_soon(self._cancel, future)
+
+    def cancel_many(self, futures: "Sequence[concurrent.futures.Future[Any]]") -> None:
+        for future in futures:
+            self.cancel(future)
 
     def _cancel(self, future: "concurrent.futures.Future[Any]") -> None:
         task = self._calls.get(future)
