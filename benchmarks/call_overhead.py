@@ -136,6 +136,8 @@ class HttpSystem:
 
     url: str
     timeout = 120.0
+    aclient: httpx.AsyncClient | None = None
+    client: httpx.Client | None = None
 
     def _post_args(self, data: bytes) -> dict[str, Any]:
         return {"content": data}
@@ -144,14 +146,14 @@ class HttpSystem:
         return r.content
 
     async def _acall(self, data: bytes) -> Any:
-        if getattr(self, "aclient", None) is None:
+        if self.aclient is None:
             self.aclient = httpx.AsyncClient(timeout=self.timeout, limits=httpx.Limits(max_connections=20))
         r = await self.aclient.post(self.url, **self._post_args(data))
         r.raise_for_status()
         return self._decode(r)
 
     def blocking_call(self, data: bytes) -> bytes:
-        if getattr(self, "client", None) is None:
+        if self.client is None:
             self.client = httpx.Client(timeout=self.timeout)
         r = self.client.post(self.url, **self._post_args(data))
         r.raise_for_status()
@@ -165,9 +167,9 @@ class HttpSystem:
         return torch.frombuffer(bytearray(raw), dtype=t.dtype).reshape(t.shape)
 
     async def aclose(self) -> None:
-        if getattr(self, "aclient", None) is not None:
+        if self.aclient is not None:
             await self.aclient.aclose()
-        if getattr(self, "client", None) is not None:
+        if self.client is not None:
             self.client.close()
 
 
