@@ -150,7 +150,8 @@ class DirectPath:
                 raise
             cache[key] = sock
             self._trace(submitted, sent, msg)
-            return True, self._finish(handle, request, msg, size, started)
+            # (no service time from here: while this call awaited, the caller's loop ran other code)
+            return True, self._finish(handle, request, msg, size, started, measured=False)
         finally:
             self._release(handle)
 
@@ -205,11 +206,15 @@ class DirectPath:
             return sock
         try:
             sock = socket.create_connection(("127.0.0.1", key[1]), timeout=5.0)
+        except OSError:
+            return None
+        try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.sendall(HANDSHAKE_DIRECT + self.backend.secret)
             if _read_exactly(sock, 2) != b"OK":
                 raise ConnectionError("handshake refused")
         except (OSError, _Lost):
+            sock.close()
             return None
         cache[key] = sock
         with self.lock:
@@ -267,10 +272,12 @@ class DirectPath:
             stamps.update(read=time.perf_counter(), settled=time.perf_counter())
             traces.append(stamps)
 
-    def _finish(self, handle: WorkerHandle, request: CallRequest, msg: m.Result, size: int, started: float) -> Any:
+    def _finish(self, handle: WorkerHandle, request: CallRequest, msg: m.Result, size: int, started: float,
+                measured: bool = True) -> Any:
         fn = request.function
         ended = time.monotonic()
-        self.backend.service.record(fn.name, ended - started)  # at once: the next call's queue estimate uses it
+        if measured:  # at once: the next call's queue estimate uses it
+            self.backend.service.record(fn.name, ended - started)
         self.finished.append((handle.id, fn.name, request.workload, started, ended))
         if size >= SHM_THRESHOLD:
             self.large.add(fn.name)
