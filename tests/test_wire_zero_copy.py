@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from vastnb.wire import SHM_THRESHOLD, Connection, Payload, dumps_payload, segment_files
+from vastnb.wire._segments import SegmentPool
 
 from .conftest import pid_alive, wait_for
 
@@ -260,3 +261,26 @@ def test_the_pools_do_not_grow_across_round_trips_whose_results_are_dropped(make
         assert np.array_equal(out, value)
         del out
         assert segments() <= warm  # every message reused a segment: none was made, none dropped and remade
+
+
+def test_idle_segments_over_the_cap_are_dropped_after_a_grace_and_larger_ones_at_once():
+    now = [0.0]
+    dropped: list[int] = []
+    pool = SegmentPool(cap=3 * MiB, on_drop=dropped.append, grace=1.0, clock=lambda: now[0])
+    try:
+        a, b = pool.acquire(2 * MiB), pool.acquire(2 * MiB)
+        assert (a.size, b.size) == (2 * MiB, 2 * MiB)
+        a.announced = b.announced = True
+        assert pool.release(a.id) is None  # 2 MiB idle: within the cap
+        now[0] = 0.25
+        assert pool.release(b.id) == 0.75  # 4 MiB idle, both released less than 1 s ago: spared until a is
+        assert set(pool.segments) == {a.id, b.id} and dropped == []
+        now[0] = 1.1
+        assert pool.trim() is None and set(pool.segments) == {b.id} and dropped == [a.id]  # a, idle longest
+        big = pool.acquire(5 * MiB)  # b is too small for it: dropped (and the peer told)
+        assert dropped == [a.id, b.id] and big.size == 5 * MiB
+        big.announced = True
+        assert pool.release(big.id) is None and pool.segments == {} and dropped == [a.id, b.id, big.id]
+    finally:
+        pool.close()
+    assert segment_files([os.getpid()]) == []

@@ -95,6 +95,7 @@ class Connection:
             self.loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
             self.loop = None  # set by the first recv()
+        self._trim_timer: asyncio.TimerHandle | None = None
         sock = writer.get_extra_info("socket")
         if sock is not None:
             import socket
@@ -188,7 +189,7 @@ class Connection:
                     raise ProtocolError("bad segment frame")
                 seg_id = struct.unpack("<I", body)[0]
                 if kind == KIND_RELEASE:
-                    self._pool.release(seg_id)
+                    self._trim_later(self._pool.release(seg_id))
                 else:
                     self._peer.forget(seg_id)
                 continue
@@ -227,6 +228,18 @@ class Connection:
         finally:
             body.release()
 
+    def _trim_later(self, due: float | None) -> None:
+        """Trim the pool again in ``due`` seconds (idle segments beyond its cap, spared for a while)."""
+        if due is None or self._trim_timer is not None or self.loop is None or self.closed:
+            return
+
+        def trim() -> None:
+            self._trim_timer = None
+            if not self.closed:
+                self._trim_later(self._pool.trim())
+
+        self._trim_timer = self.loop.call_later(due + 0.01, trim)
+
     def _send_forget(self, seg_id: int) -> None:
         self._write_control(KIND_FORGET, seg_id)
 
@@ -243,6 +256,8 @@ class Connection:
         if self.closed:
             return
         self.closed = True
+        if self._trim_timer is not None:
+            self._trim_timer.cancel()
         try:
             self.writer.close()
         except Exception:

@@ -20,8 +20,10 @@ Who removes a segment's file, whatever dies when:
 
 The memory of a segment stays while either side maps it or a view of it lives (an unlinked file's pages
 go with its last mapping, so views stay readable after the connection closes). Each side keeps at most
-``SHM_POOL_BYTES`` of idle segments for reuse and drops the rest once released, telling the peer to unmap
-them too (a FORGET frame).
+``SHM_POOL_BYTES`` of idle segments for reuse and drops the rest, telling the peer to unmap them too (a
+FORGET frame): a segment larger than that at once when released, others after ``SHM_IDLE_GRACE`` seconds
+idle (a stream of large messages alternates between two segments: the next request often goes out just
+before the RELEASE of the previous one comes back, and a new segment costs a page fault per page).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import atexit
 import mmap
 import os
 import pickle
+import time
 import uuid
 from collections.abc import Iterable
 from typing import Any, Callable
@@ -50,6 +53,7 @@ __all__ = [
 SHM_PREFIX = "vastnb-"
 SHM_POOL_BYTES = 128 * 1024 * 1024  # idle segments kept for reuse per connection side
 SHM_ALIGN = 64  # out-of-band buffers start at this alignment in a segment (a lent array is aligned)
+SHM_IDLE_GRACE = 1.0  # seconds an idle segment beyond the pool's cap is kept, in case the next message needs it
 
 _SHM_DIR = "/dev/shm"
 SHM_OK = os.path.isdir(_SHM_DIR) and os.access(_SHM_DIR, os.W_OK)
@@ -141,7 +145,7 @@ def segment_size(n: int) -> int:
 
 
 class _Segment:
-    __slots__ = ("id", "name", "size", "map", "busy", "linked", "announced")
+    __slots__ = ("id", "name", "size", "map", "busy", "linked", "announced", "idle_at")
 
     def __init__(self, seg_id: int, size: int) -> None:
         self.id = seg_id
@@ -159,6 +163,7 @@ class _Segment:
         finally:
             os.close(fd)
         self.busy = False
+        self.idle_at = 0.0
         self.announced = False  # the peer was told the name (it maps the segment on first sight)
 
     def unlink(self) -> None:
@@ -170,10 +175,13 @@ class _Segment:
 class SegmentPool:
     """Segments this side writes into; reused once the peer releases them, at most ``cap`` idle bytes kept."""
 
-    def __init__(self, cap: int = SHM_POOL_BYTES, on_drop: Callable[[int], None] | None = None) -> None:
+    def __init__(self, cap: int = SHM_POOL_BYTES, on_drop: Callable[[int], None] | None = None, *,
+                 grace: float = SHM_IDLE_GRACE, clock: Callable[[], float] = time.monotonic) -> None:
         self.segments: dict[int, _Segment] = {}
         self.cap = cap
         self.on_drop = on_drop  # tells the peer to unmap a dropped segment
+        self.grace = grace
+        self.clock = clock
         self._next = 1
 
     @property
@@ -196,25 +204,35 @@ class SegmentPool:
         best.busy = True
         return best
 
-    def release(self, seg_id: int) -> None:
-        """The peer is done with the segment (and has mapped it: its file is no longer needed)."""
+    def release(self, seg_id: int) -> float | None:
+        """The peer is done with the segment (and has mapped it: its file is no longer needed). Returns when
+        :meth:`trim` is due again (seconds), or None."""
         seg = self.segments.get(seg_id)
         if seg is None:
-            return
+            return None
         seg.busy = False
+        seg.idle_at = self.clock()
         seg.unlink()
-        self.trim()
+        return self.trim()
 
-    def trim(self) -> None:
-        """Drop idle segments, largest first, until at most ``cap`` idle bytes are kept. Busy segments (written
-        and not yet released: the peer may still hold views of them) are in use, and not counted."""
+    def trim(self) -> float | None:
+        """Drop idle segments, largest first, until at most ``cap`` idle bytes are kept, sparing those idle for
+        less than ``grace`` seconds (unless larger than ``cap``). Busy segments (the peer may still hold views
+        of them) are in use, and not counted. Returns in how many seconds a spared one is due, or None."""
+        now = self.clock()
         idle = sorted((s for s in self.segments.values() if not s.busy), key=lambda s: -s.size)
         total = sum(s.size for s in idle)
+        due = None
         for seg in idle:
             if total <= self.cap:
                 break
+            wait = seg.idle_at + self.grace - now
+            if seg.size <= self.cap and wait > 0:
+                due = wait if due is None else min(due, wait)
+                continue
             total -= seg.size
             self._drop(seg)
+        return due if total > self.cap else None
 
     def _drop(self, seg: _Segment) -> None:
         self.segments.pop(seg.id, None)
