@@ -251,16 +251,17 @@ def test_the_pools_do_not_grow_across_round_trips_whose_results_are_dropped(make
     def segments() -> set[str]:
         return {name for pid in ("self", worker.pid) for _, _, name in _shm_mappings(pid)}
 
-    for _ in range(3):
-        out = echo.call(value)
-        del out
-    warm = segments()
-    assert 0 < len(warm) <= 4  # at most two segments of each side
+    earlier = segments()  # of other tests in this process, if any are still mapped
+    seen: set[str] = set()
     for _ in range(20):
         out = echo.call(value)
         assert np.array_equal(out, value)
         del out
-        assert segments() <= warm  # every message reused a segment: none was made, none dropped and remade
+        seen |= segments() - earlier
+    # each side wrote into at most two segments, reused from the first calls on: none was made, dropped and remade
+    # (two: the next call may go out just before the worker's RELEASE of the previous one comes back)
+    by_creator = [sum(name.startswith(f"vastnb-{pid}-") for name in seen) for pid in (os.getpid(), worker.pid)]
+    assert 1 <= by_creator[0] <= 2 and 1 <= by_creator[1] <= 2, seen
 
 
 def test_idle_segments_over_the_cap_are_dropped_after_a_grace_and_larger_ones_at_once():
