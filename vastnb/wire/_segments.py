@@ -41,9 +41,13 @@ from ._pickle import ProtocolError
 
 __all__ = [
     "SHM_ALIGN",
+    "SHM_IDLE_GRACE",
     "SHM_OK",
     "SHM_POOL_BYTES",
+    "PeerSegments",
+    "SegmentPool",
     "lend",
+    "owner_pid",
     "segment_files",
     "segment_size",
     "sweep_segments",
