@@ -14,11 +14,16 @@ by value) plus its out-of-band buffers (NumPy arrays, torch tensors)::
 
 Small payloads travel inline in the stream. Large ones (≥ ``SHM_THRESHOLD``) are
 written once into a shared-memory segment that the sender keeps for reuse, and
-the frame only names the segment; the receiver copies out and hands the segment
-back with a RELEASE frame. So a 16 MiB buffer is copied twice per direction
-(into the segment, out of it) and never goes through base64, JSON lists or
-socket buffers. Each side keeps at most ``SHM_POOL_BYTES`` of segments for reuse;
-no segment file outlives the processes that use it (see ``_frames``).
+the frame only names the segment. The receiver loads the message from its mapping
+of the segment: NumPy arrays and torch tensors (protocol-5 out-of-band buffers,
+64-byte aligned) come out as views of it, so a 16 MiB array is copied once per
+direction, and never goes through base64, JSON lists or socket buffers. The
+segment is lent until the last of those views is gone; then a RELEASE frame hands
+it back. A ``bytes`` owns its memory, so large ``bytes`` are copied out by the
+unpickler (twice per direction) and their segment is handed back at once. Each
+side keeps at most ``SHM_POOL_BYTES`` of idle segments for reuse; no segment file
+outlives the processes that use it, and views stay readable after the connection
+closes (see ``_segments``).
 
 Large ``bytes`` are written by the pickler straight from the object (no copy);
 tensors are reduced to raw buffers; CUDA tensors arrive on the CPU.

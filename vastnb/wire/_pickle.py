@@ -144,8 +144,15 @@ class _ChunkWriter:
         return n
 
 
+def _aligned(pos: int, align: int) -> int:
+    return -(-pos // align) * align
+
+
 class Payload:
-    """A pickled message ready to send: main pickle chunks plus out-of-band buffers."""
+    """A pickled message ready to send: main pickle chunks plus out-of-band buffers.
+
+    Laid out as ``n u32 | main_len u64 | buffer_len u64 × n | main | buffers…``; with ``align`` > 1 each buffer
+    starts at the next multiple of ``align`` (shared memory, whose buffers become arrays in place)."""
 
     __slots__ = ("chunks", "main_len", "buffers", "size")
 
@@ -160,13 +167,22 @@ class Payload:
         n = len(self.buffers)
         return struct.pack(f"<IQ{n}Q", n, self.main_len, *(b.nbytes for b in self.buffers))
 
-    def write_into(self, dest: memoryview) -> None:
+    def layout_size(self, align: int = 1) -> int:
+        """Bytes :meth:`write_into` writes with this ``align``."""
+        pos = 4 + 8 + 8 * len(self.buffers) + self.main_len
+        for b in self.buffers:
+            pos = _aligned(pos, align) + b.nbytes
+        return pos
+
+    def write_into(self, dest: memoryview, align: int = 1) -> None:
+        """Write the payload at the start of ``dest``: each piece is copied once, straight from its object."""
         pos = 0
         for piece in [self.head(), *self.chunks]:
             n = len(piece) if not isinstance(piece, memoryview) else piece.nbytes
             dest[pos : pos + n] = piece
             pos += n
         for b in self.buffers:
+            pos = _aligned(pos, align)
             dest[pos : pos + b.nbytes] = b.cast("B") if b.format != "B" or b.ndim != 1 else b
             pos += b.nbytes
 
@@ -206,7 +222,9 @@ def dumps_code(obj: Any) -> bytes:
     return out.getvalue()
 
 
-def _parse(body: memoryview, copy_buffers: bool) -> tuple[memoryview, list[Any]]:
+def _parse(body: memoryview, copy_buffers: bool, align: int = 1) -> tuple[memoryview, list[Any]]:
+    """The main pickle and the out-of-band buffers of a payload laid out with ``align`` (:class:`Payload`):
+    the buffers copied into bytearrays, or with ``copy_buffers=False`` views of ``body``."""
     if body.nbytes < 12:
         raise ProtocolError("payload shorter than its header")
     (n,) = struct.unpack_from("<I", body, 0)
@@ -214,20 +232,26 @@ def _parse(body: memoryview, copy_buffers: bool) -> tuple[memoryview, list[Any]]
         raise ProtocolError(f"payload declares {n} buffers")
     main_len, *lens = struct.unpack_from(f"<Q{n}Q", body, 4)
     pos = 12 + 8 * n
-    if pos + main_len + sum(lens) > body.nbytes:
+    starts = []
+    end = pos + main_len
+    for ln in lens:
+        end = _aligned(end, align)
+        starts.append(end)
+        end += ln
+    if end > body.nbytes:
         raise ProtocolError("payload shorter than its declared parts")
     main = body[pos : pos + main_len]
-    pos += main_len
     bufs: list[Any] = []
-    for ln in lens:
-        piece = body[pos : pos + ln]
+    for start, ln in zip(starts, lens):
+        piece = body[start : start + ln]
         bufs.append(bytearray(piece) if copy_buffers else piece)
-        pos += ln
     return main, bufs
 
 
-def _load_view(view: memoryview) -> Any:
-    main, bufs = _parse(view, copy_buffers=True)
+def _load_view(view: memoryview, copy_buffers: bool = True, align: int = 1) -> Any:
+    """Unpickle a payload held in ``view``. With ``copy_buffers=False`` its arrays and tensors are views of
+    ``view``'s memory, which must outlive them (shared memory lent by :mod:`vastnb.wire._segments`)."""
+    main, bufs = _parse(view, copy_buffers, align)
     try:
         return pickle.loads(main, buffers=bufs)
     finally:

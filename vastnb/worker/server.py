@@ -116,6 +116,7 @@ class _Session:
                 if not isinstance(msg, m.Message):
                     raise ProtocolError(f"not a vastnb message: {type(msg).__name__}")
                 self.dispatch(req_id, msg)
+                del msg  # its arrays are views lent by the runtime: the call holds them, not this loop
         except EOFError:
             pass
         except (ProtocolError, ConnectionError) as exc:

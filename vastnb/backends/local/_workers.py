@@ -226,6 +226,7 @@ class WorkerProcesses:
                 req_id, msg = await conn.recv()
                 handle.last_seen = time.monotonic()
                 self._on_message(handle, req_id, msg)
+                del msg  # a result's arrays are views lent by the worker: the caller holds them, not this loop
         except (EOFError, ConnectionError):
             pass
         except Exception as exc:  # noqa: BLE001
