@@ -17,6 +17,11 @@ stamp each call (``time.perf_counter()``: one clock for the notebook and its wor
     wake caller  the caller's thread (or event loop) gets the result
 
 and the total as the caller measured it. Medians of ``--repeats`` runs of ``--calls`` calls each.
+
+It also measures the machine's floor in the same run: a 40-byte round trip between two processes over a
+blocking loopback socket (no Python framework at all). On a virtual machine whose idle CPUs sleep, waking a
+process can cost hundreds of microseconds (this project's 2-core VM: ~20 µs with a neighbour busy, ~400 µs
+idle), and every figure above carries that cost; compare them with the floor printed beside them.
 """
 
 from __future__ import annotations
@@ -56,6 +61,38 @@ def _measure(app: Any, one: Callable[[], Any], calls: int) -> dict[str, float]:
     return {k: statistics.median(r[k] for r in rows) for k in rows[0]}
 
 
+_ECHO = """
+import socket
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(); print(s.getsockname()[1], flush=True)
+c, _ = s.accept(); c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+while (d := c.recv(65536)):
+    c.sendall(d)
+"""
+
+
+def machine_floor(calls: int) -> float:
+    """Median µs of a 40-byte round trip to another process over a blocking loopback socket."""
+    import socket
+    import subprocess
+
+    proc = subprocess.Popen([sys.executable, "-c", _ECHO], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        sock = socket.create_connection(("127.0.0.1", int(proc.stdout.readline())))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        times = []
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            sock.sendall(b"x" * 40)
+            sock.recv(65536)
+            times.append(time.perf_counter() - t0)
+        sock.close()
+        return statistics.median(times) * 1e6
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=2000)
@@ -71,10 +108,12 @@ def main() -> None:
     app.ensure_ready(progress=False)
     loop = asyncio.new_event_loop()
     columns: dict[str, list[dict[str, float]]] = {"fn.call(x)": [], "await fn(x)": [], "fn.map (per call)": []}
+    floors = []
     try:
         for _ in range(200):
             echo.call(b"x")
         for _ in range(args.repeats):
+            floors.append(machine_floor(args.calls))
             columns["fn.call(x)"].append(_measure(app, lambda: echo.call(b"x"), args.calls))
             columns["await fn(x)"].append(_measure(app, lambda: loop.run_until_complete(echo(b"x")), args.calls))
             n = max(args.calls, 1000)
@@ -96,6 +135,8 @@ def main() -> None:
             row += f"{statistics.median(r[hop] for r in runs):,.1f}".rjust(20)
         print(row)
     print("(a map's hops overlap across its calls: its hops show one call's latency, its total the wall time per call)")
+    print(f"machine floor, same run: a blocking socket round trip between two processes takes "
+          f"{statistics.median(floors):,.1f} µs")
 
 
 if __name__ == "__main__":

@@ -118,9 +118,9 @@ class DirectPath:
             started, submitted = time.monotonic(), time.perf_counter()
             try:
                 async with asyncio.timeout(fn.timeout):
-                    await loop.sock_sendall(sock, HEADER.pack(KIND_MSG, 0, 0, req_id, payload.size)
-                                            + payload_bytes(payload))
+                    frame = HEADER.pack(KIND_MSG, 0, 0, req_id, payload.size) + payload_bytes(payload)
                     sent = time.perf_counter()
+                    await loop.sock_sendall(sock, frame)
                     while True:
                         rid, msg, size = await _aread_message(loop, sock)
                         if rid != req_id:
@@ -237,8 +237,9 @@ class DirectPath:
         deadline = started + fn.timeout
         try:
             sock.settimeout(None)
-            sock.sendall(HEADER.pack(KIND_MSG, 0, 0, req_id, payload.size) + payload_bytes(payload))
-            sent = time.perf_counter()
+            frame = HEADER.pack(KIND_MSG, 0, 0, req_id, payload.size) + payload_bytes(payload)
+            sent = time.perf_counter()  # (written next: sending wakes the worker, and that may take a while)
+            sock.sendall(frame)
             while True:
                 sock.settimeout(max(0.001, deadline - time.monotonic()))
                 try:
