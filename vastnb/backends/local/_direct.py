@@ -123,21 +123,12 @@ class DirectPath:
                     await loop.sock_sendall(sock, frame)
                     while True:
                         rid, msg, size = await _aread_message(loop, sock)
-                        if rid != req_id:
-                            continue
-                        if isinstance(msg, m.Output):
-                            for stream, text in msg.chunks:
-                                if request.sink is not None:
-                                    request.sink(stream, text)
-                            continue
-                        if isinstance(msg, m.Result):
+                        if _is_result(request, req_id, rid, msg):
                             break
             except TimeoutError:
                 self._forget(sock)  # closing the socket ends the call on the worker
                 sock = None
-                raise CallTimeout(
-                    f"{fn.name}() did not finish within its timeout of {fn.timeout:g} s (it was on worker "
-                    f"{handle.id}). Raise timeout in @app.remote(timeout=...) for long calls.") from None
+                raise _timed_out(fn, handle) from None
             except _Lost:
                 self._forget(sock)
                 sock = None
@@ -246,17 +237,8 @@ class DirectPath:
                     rid, msg, size = _read_message(sock)
                 except socket.timeout:
                     self._cancel(sock, handle, req_id)
-                    raise CallTimeout(
-                        f"{fn.name}() did not finish within its timeout of {fn.timeout:g} s (it was on worker "
-                        f"{handle.id}). Raise timeout in @app.remote(timeout=...) for long calls.") from None
-                if rid != req_id:
-                    continue
-                if isinstance(msg, m.Output):
-                    for stream, text in msg.chunks:
-                        if request.sink is not None:
-                            request.sink(stream, text)
-                    continue
-                if isinstance(msg, m.Result):
+                    raise _timed_out(fn, handle) from None
+                if _is_result(request, req_id, rid, msg):
                     break
         except KeyboardInterrupt:
             self._cancel(sock, handle, req_id)
@@ -327,6 +309,21 @@ class DirectPath:
                 sock.close()
             except OSError:
                 pass
+
+
+def _is_result(request: CallRequest, req_id: int, rid: int, msg: Any) -> bool:
+    """Whether ``msg`` is the call's result; its output is written as it comes."""
+    if rid != req_id:
+        return False
+    if isinstance(msg, m.Output) and request.sink is not None:
+        for stream, text in msg.chunks:
+            request.sink(stream, text)
+    return isinstance(msg, m.Result)
+
+
+def _timed_out(fn: Any, handle: WorkerHandle) -> CallTimeout:
+    return CallTimeout(f"{fn.name}() did not finish within its timeout of {fn.timeout:g} s (it was on worker "
+                       f"{handle.id}). Raise timeout in @app.remote(timeout=...) for long calls.")
 
 
 def _read_exactly(sock: socket.socket, n: int) -> bytes:
