@@ -225,7 +225,7 @@ def test_remote_exceptions_keep_type_message_and_attributes(raiser: dict[str, An
 
     message, args, attributes = SHAPES[kind]
     expected_type = raiser["classes"].get(kind, ValueError)
-    with pytest.raises(BaseException) as info:
+    with pytest.raises(expected_type) as info:
         raiser["fail"].call(kind)
     exc = info.value
     assert type(exc) is expected_type
