@@ -36,7 +36,6 @@ class OutputRelay:
         self._count_lock = threading.Lock()
         self.resolved = 0  # futures resolved of those given to watch_many
 
-
     def sink(self, key: Any = None) -> Callable[[str, str], None]:
         """An output sink that queues ``(stream, text)`` under ``key``."""
         put = self._events.put

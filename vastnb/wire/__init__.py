@@ -51,6 +51,7 @@ from ._frames import (
     SHM_THRESHOLD,
     Connection,
     PayloadError,
+    frame,
     segment_files,
     sweep_segments,
     unlink_created_segments,
@@ -64,7 +65,7 @@ from ._pickle import (
     loads_payload,
     pickle_roundtrip,
 )
-from ._fast import dumps_small, payload_bytes
+from ._fast import dumps_small
 from ._restricted import UntrustedReply, dumps_reply, loads_untrusted
 
 __all__ = [
@@ -87,9 +88,9 @@ __all__ = [
     "dumps_reply",
     "dumps_small",
     "format_remote_error",
+    "frame",
     "loads_payload",
     "loads_untrusted",
-    "payload_bytes",
     "pickle_roundtrip",
     "segment_files",
     "sweep_segments",

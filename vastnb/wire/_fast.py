@@ -16,7 +16,7 @@ from typing import Any
 from . import messages as m
 from ._pickle import Payload, dumps_payload
 
-__all__ = ["dumps_small", "payload_bytes"]
+__all__ = ["dumps_small"]
 
 _ATOMS = frozenset({type(None), bool, int, float, complex, str})
 _BUDGET = 64  # values looked at before giving up on the fast path
@@ -55,9 +55,3 @@ def _dumps_plain(msg: m.Message) -> Payload:
     data = pickle.dumps(msg, protocol=5)
     return Payload([data], len(data), [])
 
-
-def payload_bytes(payload: Payload) -> bytes:
-    """A payload as one ``bytes`` (small payloads: no out-of-band buffers, one join)."""
-    if not payload.buffers:
-        return b"".join([payload.head(), *payload.chunks])
-    return payload.to_bytes()

@@ -31,6 +31,7 @@ __all__ = [
     "Connection",
     "PayloadError",
     "ProtocolError",
+    "frame",
     "segment_files",
     "sweep_segments",
     "unlink_created_segments",
@@ -83,6 +84,12 @@ async def _close(writer: asyncio.StreamWriter) -> None:
         await writer.wait_closed()
     except (ConnectionError, OSError):
         pass
+
+
+def frame(payload: Payload, req_id: int = 0) -> bytes:
+    """One inline message frame: the header, then the payload (for small payloads; large ones are written in
+    pieces, or through shared memory)."""
+    return HEADER.pack(KIND_MSG, 0, 0, req_id, payload.size) + payload.to_bytes()
 
 
 class Connection:
@@ -158,10 +165,10 @@ class Connection:
             desc = _SHM_DESC.pack(seg.id, seg.size, size) + name
             self._write(HEADER.pack(KIND_MSG, FLAG_SHM, 0, req_id, len(desc)) + desc)
             return
-        head = HEADER.pack(KIND_MSG, 0, 0, req_id, payload.size) + payload.head()
         if payload.size < 64 * 1024:
-            self._write(b"".join([head, *payload.chunks, *payload.buffers]))
+            self._write(frame(payload, req_id))
         else:
+            head = HEADER.pack(KIND_MSG, 0, 0, req_id, payload.size) + payload.head()
             self._flush()
             self.writer.writelines([head, *payload.chunks, *(bytes(b) for b in payload.buffers)])
 

@@ -187,6 +187,8 @@ class Payload:
             pos += b.nbytes
 
     def to_bytes(self) -> bytes:
+        if not self.buffers:  # a small message: header and pickle, joined once
+            return b"".join([self.head(), *self.chunks])
         out = bytearray(self.size)
         self.write_into(memoryview(out))
         return bytes(out)

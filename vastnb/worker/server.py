@@ -130,8 +130,7 @@ class _Session:
     def dispatch(self, req_id: int, msg: m.Message) -> None:
         if isinstance(msg, m.CallFunction):
             received = time.perf_counter() if _TRACE else 0.0
-            entry = self.core.functions.get(msg.fn)
-            if entry is not None and entry.allow_parallel:
+            if self._parallel(msg):
                 self._spawn(req_id, self._call(req_id, msg, received))
             else:
                 self._spawn(req_id, self._serial_call(req_id, msg, received))
@@ -226,8 +225,7 @@ class _Session:
         received = time.perf_counter() if _TRACE else 0.0
         serial = []
         for req_id, call in unpack(self, batch):
-            entry = self.core.functions.get(call.fn)
-            if entry is not None and entry.allow_parallel:
+            if self._parallel(call):
                 self._spawn(req_id, self._call(req_id, call, received))
             else:
                 serial.append((req_id, call))
@@ -239,6 +237,10 @@ class _Session:
             self.batches.add(run.task)
             self.server.requests += 1
             run.task.add_done_callback(self._batch_done)
+
+    def _parallel(self, call: m.CallFunction) -> bool:
+        entry = self.core.functions.get(call.fn)
+        return entry is not None and entry.allow_parallel
 
     def _batch_done(self, task: asyncio.Task) -> None:
         self.batches.discard(task)

@@ -37,8 +37,8 @@ from ...wire import (
     SHM_THRESHOLD,
     build_remote_exception,
     dumps_small,
+    frame,
     loads_payload,
-    payload_bytes,
 )
 from ...wire import messages as m
 from .._protocol import CallRequest
@@ -118,9 +118,9 @@ class DirectPath:
             started, submitted = time.monotonic(), time.perf_counter()
             try:
                 async with asyncio.timeout(fn.timeout):
-                    frame = HEADER.pack(KIND_MSG, 0, 0, req_id, payload.size) + payload_bytes(payload)
+                    data = frame(payload, req_id)
                     sent = time.perf_counter()
-                    await loop.sock_sendall(sock, frame)
+                    await loop.sock_sendall(sock, data)
                     while True:
                         rid, msg, size = await _aread_message(loop, sock)
                         if _is_result(request, req_id, rid, msg):
@@ -228,9 +228,9 @@ class DirectPath:
         deadline = started + fn.timeout
         try:
             sock.settimeout(None)
-            frame = HEADER.pack(KIND_MSG, 0, 0, req_id, payload.size) + payload_bytes(payload)
+            data = frame(payload, req_id)
             sent = time.perf_counter()  # (written next: sending wakes the worker, and that may take a while)
-            sock.sendall(frame)
+            sock.sendall(data)
             while True:
                 sock.settimeout(max(0.001, deadline - time.monotonic()))
                 try:
@@ -274,9 +274,8 @@ class DirectPath:
     def _cancel(self, sock: socket.socket, handle: WorkerHandle, req_id: int) -> None:
         """Cancel ``req_id`` on the worker and wait (briefly) for it to confirm; drop the socket if it does not."""
         try:
-            cancel = dumps_small(m.Cancel(req_id))
             sock.settimeout(CANCEL_GRACE_S)
-            sock.sendall(HEADER.pack(KIND_MSG, 0, 0, 0, cancel.size) + payload_bytes(cancel))
+            sock.sendall(frame(dumps_small(m.Cancel(req_id))))
             deadline = time.monotonic() + CANCEL_GRACE_S
             while time.monotonic() < deadline:
                 rid, msg, _ = _read_message(sock)
@@ -326,7 +325,7 @@ def _timed_out(fn: Any, handle: WorkerHandle) -> CallTimeout:
                        f"{handle.id}). Raise timeout in @app.remote(timeout=...) for long calls.")
 
 
-def _read_exactly(sock: socket.socket, n: int) -> bytes:
+def _read_exactly(sock: socket.socket, n: int) -> bytearray:
     buf = bytearray(n)
     view, got = memoryview(buf), 0
     while got < n:
@@ -334,10 +333,10 @@ def _read_exactly(sock: socket.socket, n: int) -> bytes:
         if k == 0:
             raise _Lost()
         got += k
-    return bytes(buf)
+    return buf
 
 
-async def _aread_exactly(loop: asyncio.AbstractEventLoop, sock: socket.socket, n: int) -> bytes:
+async def _aread_exactly(loop: asyncio.AbstractEventLoop, sock: socket.socket, n: int) -> bytearray:
     buf = bytearray(n)
     view, got = memoryview(buf), 0
     while got < n:
@@ -348,22 +347,26 @@ async def _aread_exactly(loop: asyncio.AbstractEventLoop, sock: socket.socket, n
         if k == 0:
             raise _Lost()
         got += k
-    return bytes(buf)
+    return buf
+
+
+def _header(head: bytearray) -> tuple[int, int]:
+    """``(request id, body length)`` of a frame header; a direct socket carries messages only."""
+    kind, _flags, _r, req_id, length = HEADER.unpack(head)
+    if kind != KIND_MSG:
+        raise _Lost()
+    return req_id, length
 
 
 async def _aread_message(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> tuple[int, Any, int]:
-    kind, _flags, _r, req_id, length = HEADER.unpack(await _aread_exactly(loop, sock, HEADER.size))
-    if kind != KIND_MSG:
-        raise _Lost()
+    req_id, length = _header(await _aread_exactly(loop, sock, HEADER.size))
     return req_id, loads_payload(await _aread_exactly(loop, sock, length)), length
 
 
 def _read_message(sock: socket.socket) -> tuple[int, Any, int]:
     """``(request id, message, body size)`` of the next frame on a direct socket."""
     try:
-        kind, _flags, _r, req_id, length = HEADER.unpack(_read_exactly(sock, HEADER.size))
-        if kind != KIND_MSG:
-            raise _Lost()
+        req_id, length = _header(_read_exactly(sock, HEADER.size))
         return req_id, loads_payload(_read_exactly(sock, length)), length
     except ConnectionError:
         raise _Lost() from None

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from ...errors import CallTimeout, QueueTimeout, WorkerLost, WorkerStartError
 from ...events import WorkerState
 from ...spec import FunctionSpec
-from ...wire import build_remote_exception, dumps_small, payload_bytes
+from ...wire import build_remote_exception, dumps_small
 from ...wire import messages as m
 from .._protocol import CallRequest
 from ._handle import Call, GroupTimer, WorkerHandle
@@ -242,16 +242,16 @@ class Routing:
     def cancel(self, future: "concurrent.futures.Future[Any]") -> None:
         self._thread_call(self._cancel_future, future)
 
+    def cancel_many(self, futures: "Sequence[concurrent.futures.Future[Any]]") -> None:
+        if futures:
+            self._thread_call(self._cancel_many, list(futures))
+
     def call_traces(self) -> list[dict[str, float]]:
         """Hop times (``time.perf_counter()``, one clock for the notebook and its workers) of the calls finished
         since the deployment started, when it was made with ``VASTNB_TRACE_CALLS=1`` in the environment:
         submitted (the caller handed it over), queued (the runtime took it), sent, received/started/finished
         (on the worker), read (the result reached the runtime), settled (its future resolved). Else empty."""
         return list(self.traces) if self.traces is not None else []
-
-    def cancel_many(self, futures: "Sequence[concurrent.futures.Future[Any]]") -> None:
-        if futures:
-            self._thread_call(self._cancel_many, list(futures))
 
     # ------------------------------------------------------------------ calls (the runtime's thread)
     def _enqueue(self, call: Call) -> bool:
@@ -331,9 +331,9 @@ class Routing:
     @staticmethod
     def _window(fn: FunctionSpec, handle: WorkerHandle, now: float) -> int:
         """Calls one worker may hold for ``fn``: the fixed window, plus the calls it finished over the last
-        BATCH_SECONDS when those were at least a window's worth. A worker that turns fast calls around gets enough to stay busy between round trips (and
-        its calls travel in large batches); one running long calls holds no more than the fixed window, so new
-        workers can take the rest."""
+        BATCH_SECONDS once those were at least a window's worth. A worker that turns fast calls around gets enough
+        to stay busy between round trips (and its calls travel in large batches); one running long calls holds no
+        more than the fixed window, so new workers can take the rest."""
         floor = PARALLEL_WINDOW if fn.allow_parallel else SERIAL_WINDOW
         recent = handle.recent_done.total(now)
         return min(MAX_WINDOW, floor + recent) if recent >= floor else floor  # grows for a fast stream only
@@ -374,7 +374,7 @@ class Routing:
             if len(calls) == 1:
                 handle.conn.send(calls[0].payload, calls[0].id)
             else:
-                handle.conn.send(dumps_small(m.CallBatch(tuple((c.id, payload_bytes(c.payload)) for c in calls))), 0)
+                handle.conn.send(dumps_small(m.CallBatch(tuple((c.id, c.payload.to_bytes()) for c in calls))), 0)
         except Exception as exc:  # noqa: BLE001 - connection already gone: the reader will requeue
             handle.log.append(f"[runtime] send failed: {exc!r}")
         if calls[0].stamps is not None:

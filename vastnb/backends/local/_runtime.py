@@ -39,11 +39,11 @@ from ._gpus import matching_gpus
 from ._handle import Call, WorkerHandle
 from ._machine import CPU_WORKER_CAP, ColdCap, check_cold_cap, cold_cap, cold_cap_notice, wait_dead
 from ._routing import CallQueue, Routing, ServiceTimes
-
-TRACE_ENV = "VASTNB_TRACE_CALLS"  # "1": record each call's hop times (benchmarks/call_overhead.py prints them)
 from ._workers import WorkerProcesses, close_pipes
 
 __all__ = ["LocalBackend"]
+
+TRACE_ENV = "VASTNB_TRACE_CALLS"  # "1": record each call's hop times (benchmarks/call_hops.py prints them)
 
 STOPPED_KEPT = 16  # stopped workers kept for the views (with their logs); older ones are dropped
 LOAD_WINDOW_S = 5.0  # the load a snapshot shows: workload units per second that arrived over this window
@@ -101,8 +101,7 @@ class LocalBackend(WorkerProcesses, Routing):
         self.gpus: list[Any] = []
         self.env: dict[str, str] = {}
         self.cwd = os.getcwd()
-        self._ids = itertools.count(1)
-        self.call_ids = self._ids
+        self.call_ids = itertools.count(1)  # request ids on the workers' connections: calls and control alike
         self.direct = DirectPath(self)
         self._worker_seq = itertools.count(1)
         self._thread: LoopThread | None = None
@@ -303,7 +302,7 @@ class LocalBackend(WorkerProcesses, Routing):
 
     # ================================================================== loop side
     def _next_id(self) -> int:
-        return next(self._ids)
+        return next(self.call_ids)
 
     def _thread_call(self, fn: Callable[..., Any], *args: Any) -> None:
         if self._thread is None:
