@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import signal
 import threading
 import time
@@ -190,8 +191,12 @@ def test_a_worker_dying_during_a_direct_call_counts_as_a_try(make_app: Any) -> N
     app.ensure_ready(progress=False)
     die_once.call("/dev/null")  # installs the function on the worker (the path exists: no kill)
     marker = f"/tmp/vastnb-die-{os.getpid()}-{time.monotonic_ns()}"
-    with pytest.raises(WorkerLost, match=r"retries=0"):
+    with pytest.raises(WorkerLost) as lost:
         die_once.call(marker)
+    assert re.fullmatch(
+        r"worker w\d+ died while running die_once\(\) \(the connection to the worker was lost\); the call was not "
+        r"retried because its function has retries=0 \(for non-idempotent code\)\. Check the worker's log with "
+        r"%vast_logs, or raise retries in @app\.remote\(retries=\.\.\.\)\.", str(lost.value)), str(lost.value)
     os.unlink(marker)
     app.ensure_ready(progress=False)
     die_once_retried.call("/dev/null")

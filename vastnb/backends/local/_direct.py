@@ -266,8 +266,8 @@ class DirectPath:
             self.large.add(fn.name)
         if msg.ok:
             return msg.value
-        if msg.cancelled:
-            raise CallTimeout(f"{fn.name}() was cancelled on worker {handle.id}.")
+        if msg.cancelled:  # (the worker cancelled it itself: as a cancelled call through the runtime)
+            raise asyncio.CancelledError()
         assert msg.error is not None
         raise build_remote_exception(msg.error, f"worker {handle.id} running {fn.name}()")
 
